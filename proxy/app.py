@@ -1,0 +1,277 @@
+"""The Starlette app: OpenAI-wire routes over the router.
+
+`create_app()` is the factory (uvicorn `--factory`, the CLI, Lambda). Importing
+this module loads no config, does no I/O and imports no vendor SDK; `app` is
+built on first attribute access for `uvicorn proxy.app:app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from proxy.config import Config, load_config
+from proxy.errors import InvalidRequest, ModelNotFound, NotFound, ProxyError, UpstreamTimeout
+from proxy.metrics import Metrics
+from proxy.middleware import GatewayMiddleware
+from proxy.router import ProviderPool, Router, Served, to_proxy_error
+from proxy.routing import resolve_chain
+from proxy.schemas import ChatRequest, EmbeddingRequest, parse_json_object, validate
+from proxy.streaming import Stream, StreamRelay, open_stream, relay
+from translators.base import JSON, Provider
+
+_JSON = "application/json"
+
+
+def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(obj), status_code=status, media_type=_JSON, headers=headers)
+
+
+class Gateway:
+    """Everything a request needs, built once per app."""
+
+    def __init__(self, config: Config, router: Router | None = None) -> None:
+        self.config = config
+        self.pool = ProviderPool(config)
+        self.router = router or Router(config, self.pool)
+        self.metrics = Metrics()
+        self._secrets = config.secrets
+
+    # -- errors ----------------------------------------------------------------
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+    def render_error(self, error: ProxyError) -> JSON:
+        body = error.to_dict()
+        body["error"]["message"] = self.scrub(error.message)
+        return body
+
+    def error_response(self, error: ProxyError) -> Response:
+        return _json(self.render_error(error), error.status, error.headers())
+
+    def endpoint(self, route: str, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def wrapped(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                return await handler(request)
+            except ProxyError as error:
+                fields = request.state.log
+                fields["error"] = self.scrub(error.message)
+                self.metrics.observe(route, fields.get("model", ""), fields.get("provider", ""), error.status,
+                                     time.perf_counter() - started)
+                return self.error_response(error)
+
+        return wrapped
+
+    # -- chat ------------------------------------------------------------------
+    async def chat_completions(self, request: Request) -> Response:
+        started = time.perf_counter()
+        body = parse_json_object(await request.body())
+        validate(ChatRequest, body)
+        request.state.log["model"] = body["model"]
+        chain = resolve_chain(self.config, body)
+        if body.get("stream"):
+            return await self._stream(request, body, chain, started)
+        served: Served[JSON] = await self._bounded(self.router.run(chain, body, "chat", _chat))
+        result = served.result
+        result["model"] = served.deployment.name
+        result.setdefault("object", "chat.completion")
+        result.setdefault("created", int(time.time()))
+        if not result.get("id"):
+            result["id"] = f"chatcmpl-{request.state.request_id}"
+        cost = self._account("chat", request, served, result.get("usage"), started)
+        return _json(result, headers=self._headers(served, started, cost))
+
+    async def _stream(self, request: Request, body: JSON, chain: Any, started: float) -> Response:
+        first_token_timeout = self.config.router.first_token_timeout_s
+
+        async def open_with_timeout(provider: Provider, req: JSON, deployment: Any) -> Stream:
+            try:
+                async with asyncio.timeout(first_token_timeout):
+                    return await open_stream(provider, req, deployment)
+            except TimeoutError:
+                raise UpstreamTimeout(f"no first token within {first_token_timeout:g} s") from None
+
+        served: Served[Stream] = await self._bounded(self.router.run(chain, body, "chat", open_with_timeout))
+        first, rest = served.result
+        provider = self.pool.get(served.deployment.provider)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        state = StreamRelay(first.get("id") or f"chatcmpl-{request.state.request_id}", served.deployment.name, include_usage)
+
+        def on_done(done: StreamRelay, error: ProxyError | None) -> None:
+            if error is not None:
+                request.state.log["error"] = self.scrub(error.message)
+            self._account("chat", request, served, done.usage, started, status=error.status if error else 200)
+
+        frames = relay(state, first, rest, lambda exc: to_proxy_error(provider, exc), self.render_error, on_done)
+        headers = self._headers(served, started, None)
+        headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
+        return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+
+    # -- embeddings -------------------------------------------------------------
+    async def embeddings(self, request: Request) -> Response:
+        started = time.perf_counter()
+        body = parse_json_object(await request.body())
+        validate(EmbeddingRequest, body)
+        request.state.log["model"] = body["model"]
+        chain = resolve_chain(self.config, body)
+        served: Served[JSON] = await self._bounded(self.router.run(chain, body, "embedding", _embed))
+        result = served.result
+        result["model"] = served.deployment.name
+        if body.get("encoding_format") == "base64":
+            for item in result.get("data", []):
+                if isinstance(item.get("embedding"), list):
+                    vector = item["embedding"]
+                    item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        cost = self._account("embeddings", request, served, result.get("usage"), started)
+        return _json(result, headers=self._headers(served, started, cost))
+
+    # -- models, health, metrics ------------------------------------------------
+    def _ready_models(self) -> list[JSON]:
+        ready = {
+            name: deployments[0].provider
+            for name, deployments in self.config.models.items()
+            if any(not self.config.providers[d.provider].not_ready for d in deployments)
+        }
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": owner} for name, owner in ready.items()]
+        data += [
+            {"id": name, "object": "model", "created": 0, "owned_by": "omni-llm"}
+            for name, members in self.config.strategies.items()
+            if any(m in ready for m in members)
+        ]
+        return data
+
+    async def list_models(self, request: Request) -> Response:
+        return _json({"object": "list", "data": self._ready_models()})
+
+    async def get_model(self, request: Request) -> Response:
+        model_id = request.path_params["model_id"]
+        for entry in self._ready_models():
+            if entry["id"] == model_id:
+                return _json(entry)
+        provider, slash, upstream = model_id.partition("/")
+        cfg = self.config.providers.get(provider)
+        if slash and upstream and cfg is not None and not cfg.not_ready:
+            return _json({"id": model_id, "object": "model", "created": 0, "owned_by": provider})
+        raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+
+    async def health(self, request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return Response(self.metrics.render(self.router.health), media_type="text/plain; version=0.0.4")
+
+    # -- helpers ----------------------------------------------------------------
+    async def _bounded(self, call: Awaitable[Any]) -> Any:
+        limit = self.config.server.request_timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                return await call
+        except TimeoutError:
+            raise UpstreamTimeout(f"request did not complete within {limit:g} s") from None
+
+    def _headers(self, served: Served[Any], started: float, cost: float | None) -> dict[str, str]:
+        headers = {
+            "x-omni-provider": served.provider.name,
+            "x-omni-upstream-model": served.deployment.model,
+            "x-omni-latency-ms": str(round((time.perf_counter() - started) * 1000)),
+            "x-omni-attempts": ", ".join(served.attempts),
+        }
+        if cost is not None:
+            headers["x-omni-cost-usd"] = f"{cost:.8f}"
+        if served.dropped:
+            headers["x-omni-dropped-params"] = ",".join(served.dropped)
+        return headers
+
+    def _account(
+        self, route: str, request: Request, served: Served[Any], usage: JSON | None, started: float, status: int = 200
+    ) -> float | None:
+        deployment, provider = served.deployment, served.provider.name
+        prompt = int((usage or {}).get("prompt_tokens") or 0)
+        completion = int((usage or {}).get("completion_tokens") or 0)
+        cost = deployment.cost(prompt, completion) if usage else None
+        self.metrics.observe(route, deployment.name, provider, status, time.perf_counter() - started)
+        self.metrics.account(deployment.name, provider, usage, cost)
+        request.state.log.update(
+            model=deployment.name, provider=provider, upstream_model=deployment.model,
+            prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost,
+        )
+        return cost
+
+
+async def _chat(provider: Provider, request: JSON, deployment: Any) -> JSON:
+    return await provider.chat(request, deployment)
+
+
+async def _embed(provider: Provider, request: JSON, deployment: Any) -> JSON:
+    return await provider.embed(request, deployment)
+
+
+def create_app(config: Config | None = None) -> Starlette:
+    config = config or load_config()
+    gateway = Gateway(config)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException) and exc.status_code == 405:
+            error: ProxyError = InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}",
+                                               status=405, code="method_not_allowed")
+        else:
+            error = NotFound(f"Unknown route: {request.method} {request.url.path}")
+        return gateway.error_response(error)
+
+    endpoints = [
+        ("/chat/completions", "chat", gateway.chat_completions, ["POST"]),
+        ("/embeddings", "embeddings", gateway.embeddings, ["POST"]),
+        ("/models", "models", gateway.list_models, ["GET"]),
+        ("/models/{model_id:path}", "models", gateway.get_model, ["GET"]),
+    ]
+    routes = [
+        Route(prefix + path, gateway.endpoint(name, handler), methods=methods)
+        for path, name, handler, methods in endpoints
+        for prefix in ("/v1", "")
+    ]
+    routes += [Route("/health", gateway.health, methods=["GET"]), Route("/metrics", gateway.metrics_endpoint, methods=["GET"])]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await gateway.pool.aclose()
+
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(CORSMiddleware, allow_origins=list(config.server.cors_origins), allow_methods=["*"],
+                       allow_headers=["*"], expose_headers=["x-request-id", "x-omni-provider", "x-omni-upstream-model",
+                                                              "x-omni-latency-ms", "x-omni-cost-usd",
+                                                              "x-omni-dropped-params", "x-omni-attempts"]),
+            Middleware(GatewayMiddleware, api_keys=config.server.api_keys,
+                       max_request_bytes=config.server.max_request_bytes),
+        ],
+        exception_handlers={404: not_found, 405: not_found},
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # `uvicorn proxy.app:app`: built from the resolved config on first access
+        return create_app()
+    raise AttributeError(name)

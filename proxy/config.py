@@ -1,0 +1,401 @@
+"""`models.yaml`: load, expand `${VAR}` / `${VAR:-default}`, validate, decide readiness.
+
+Validation reports every problem at once, each with its YAML path
+(`models.gpt-4o.provider: unknown provider 'opnai'`), so `omni-llm check`
+can list them all. The result is plain frozen data the router reads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from translators import PROVIDER_TYPES
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+SERVER_DEFAULTS: dict[str, Any] = {
+    "api_keys": [],
+    "cors_origins": ["*"],
+    "max_request_bytes": 10 * 1024 * 1024,
+    "request_timeout_s": 600.0,
+    "drop_unsupported_params": True,
+}
+ROUTER_DEFAULTS: dict[str, Any] = {
+    "cooldown_failures": 3,  # consecutive-ish failures within the window that trip a deployment
+    "cooldown_window_s": 60.0,
+    "cooldown_s": 30.0,
+    "retry_after_cap_s": 10.0,  # a longer upstream Retry-After means: move on
+    "first_token_timeout_s": 60.0,
+}
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    type: str
+    settings: Mapping[str, Any]  # expanded type-specific keys: api_key, base_url, region, ...
+    timeout_s: float | None = None
+    max_retries: int = 2
+    headers: Mapping[str, str] = field(default_factory=dict)
+    not_ready: str | None = None  # why the provider cannot serve; None when ready
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.settings.get(key)
+        return default if value in (None, "") else value
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str  # the public model name this deployment serves
+    provider: str
+    model: str  # upstream model id
+    mode: str = "chat"
+    input_cost_per_mtok: float | None = None
+    output_cost_per_mtok: float | None = None
+    weight: float = 1.0
+    timeout_s: float | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # type-specific: response, max_tokens, ...
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        if self.input_cost_per_mtok is None and self.output_cost_per_mtok is None:
+            return None
+        return (prompt_tokens * (self.input_cost_per_mtok or 0) + completion_tokens * (self.output_cost_per_mtok or 0)) / 1e6
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ("*",)
+    max_request_bytes: int = SERVER_DEFAULTS["max_request_bytes"]
+    request_timeout_s: float = SERVER_DEFAULTS["request_timeout_s"]
+    drop_unsupported_params: bool = True
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    cooldown_failures: int = ROUTER_DEFAULTS["cooldown_failures"]
+    cooldown_window_s: float = ROUTER_DEFAULTS["cooldown_window_s"]
+    cooldown_s: float = ROUTER_DEFAULTS["cooldown_s"]
+    retry_after_cap_s: float = ROUTER_DEFAULTS["retry_after_cap_s"]
+    first_token_timeout_s: float = ROUTER_DEFAULTS["first_token_timeout_s"]
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    providers: Mapping[str, ProviderConfig]
+    models: Mapping[str, tuple[Deployment, ...]]
+    strategies: Mapping[str, tuple[str, ...]]
+    router: RouterConfig = RouterConfig()
+    path: str | None = None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Upstream credentials, to scrub from anything that leaves the process."""
+        found = {
+            str(value)
+            for p in self.providers.values()
+            for key, value in p.settings.items()
+            if key in PROVIDER_TYPES[p.type].secret_keys and value and len(str(value)) >= 4
+        }
+        found.update(v for p in self.providers.values() for v in p.headers.values() if len(v) >= 8)
+        return tuple(sorted(found, key=len, reverse=True))
+
+
+def default_config_path() -> Path:
+    """The `models.yaml` shipped with the package (or the checkout's, in development)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "models.yaml", here.parent / "models.yaml"):
+        if candidate.exists():
+            return candidate
+    return here / "models.yaml"
+
+
+def resolve_config_path(explicit: str | None = None) -> Path:
+    """`--config`, else `$OMNI_LLM_CONFIG`, else `./models.yaml`, else the shipped default."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("OMNI_LLM_CONFIG"):
+        return Path(os.environ["OMNI_LLM_CONFIG"])
+    if Path("models.yaml").exists():
+        return Path("models.yaml")
+    return default_config_path()
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    path = resolve_config_path(str(path) if path else None)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from exc
+    config = parse_config(text, env if env is not None else os.environ)
+    return Config(config.server, config.providers, config.models, config.strategies, config.router, str(path))
+
+
+def parse_config(text: str, env: Mapping[str, str]) -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"invalid YAML: {exc}"]) from exc
+    return _Validator(env).config(raw if raw is not None else {})
+
+
+def expand(value: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
+    """Expand `${VAR}` and `${VAR:-default}`; also return the variable names referenced."""
+    names: list[str] = []
+
+    def sub(match: re.Match[str]) -> str:
+        names.append(match.group(1))
+        found = env.get(match.group(1), "")
+        return found if found else (match.group(2) or "")
+
+    return _VAR.sub(sub, value), names
+
+
+class _Validator:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def config(self, raw: Any) -> Config:
+        if not isinstance(raw, dict):
+            raise ConfigError(["(root): expected a mapping with server, providers, models, strategies"])
+        for key in raw.keys() - {"server", "providers", "models", "strategies", "router"}:
+            self.fail(str(key), "unknown key")
+        server = ServerConfig(**self.section(raw.get("server"), "server", SERVER_DEFAULTS))
+        router = RouterConfig(**self.section(raw.get("router"), "router", ROUTER_DEFAULTS))
+        providers = self.providers(raw.get("providers"))
+        models = self.models(raw.get("models"), providers)
+        strategies = self.strategies(raw.get("strategies"), models)
+        if self.problems:
+            raise ConfigError(self.problems)
+        return Config(server, providers, models, strategies, router)
+
+    # -- scalar helpers ------------------------------------------------------
+    def string(self, value: Any, path: str) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            self.fail(path, f"expected a string, got {_kind(value)}")
+            return None
+        return expand(str(value), self.env)[0]
+
+    def number(self, value: Any, path: str, *, integer: bool = False, minimum: float = 0) -> float | None:
+        if isinstance(value, str):
+            expanded = expand(value, self.env)[0]
+            try:
+                value = int(expanded) if integer else float(expanded)
+            except ValueError:
+                self.fail(path, f"expected a number, got {value!r}")
+                return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+            self.fail(path, f"expected {'an integer' if integer else 'a number'}, got {_kind(value)}")
+            return None
+        if value < minimum:
+            self.fail(path, f"must be >= {minimum}")
+            return None
+        return value
+
+    def boolean(self, value: Any, path: str) -> bool | None:
+        if isinstance(value, str):
+            value = {"true": True, "false": False}.get(expand(value, self.env)[0].strip().lower(), value)
+        if not isinstance(value, bool):
+            self.fail(path, f"expected true or false, got {_kind(value)}")
+            return None
+        return value
+
+    def strings(self, value: Any, path: str) -> list[str]:
+        if not isinstance(value, list):
+            self.fail(path, f"expected a list, got {_kind(value)}")
+            return []
+        items = [self.string(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [v for v in items if v is not None]
+
+    # -- sections ------------------------------------------------------------
+    def section(self, raw: Any, path: str, defaults: dict[str, Any]) -> dict[str, Any]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.fail(path, f"expected a mapping, got {_kind(raw)}")
+            return {}
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            where = f"{path}.{key}"
+            default = defaults.get(key)
+            if key not in defaults:
+                self.fail(where, "unknown key")
+            elif isinstance(default, list):
+                items = self.strings(value, where)
+                out[key] = tuple(v for v in items if v)  # "" from an unset ${VAR:-} means "none"
+            elif isinstance(default, bool):
+                out[key] = self.boolean(value, where)
+            elif isinstance(default, (int, float)):
+                out[key] = self.number(value, where, integer=isinstance(default, int))
+        return {k: v for k, v in out.items() if v is not None}
+
+    def providers(self, raw: Any) -> dict[str, ProviderConfig]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.fail("providers", f"expected a mapping, got {_kind(raw)}")
+            return {}
+        return {name: p for name, body in raw.items() if (p := self.provider(str(name), body)) is not None}
+
+    def provider(self, name: str, raw: Any) -> ProviderConfig | None:
+        path = f"providers.{name}"
+        if "/" in name:
+            self.fail(path, "provider names cannot contain '/'")
+        if not isinstance(raw, dict):
+            self.fail(path, f"expected a mapping, got {_kind(raw)}")
+            return None
+        ptype = raw.get("type")
+        spec = PROVIDER_TYPES.get(ptype) if isinstance(ptype, str) else None
+        if spec is None:
+            self.fail(f"{path}.type", f"unknown provider type {ptype!r} (one of: {', '.join(PROVIDER_TYPES)})")
+            return None
+        settings: dict[str, Any] = {}
+        referenced: dict[str, list[str]] = {}
+        timeout_s, max_retries, headers = None, 2, {}
+        for key, value in raw.items():
+            where = f"{path}.{key}"
+            if key == "type":
+                continue
+            if key == "timeout_s":
+                timeout_s = self.number(value, where)
+            elif key == "max_retries":
+                max_retries = self.number(value, where, integer=True)
+                max_retries = 2 if max_retries is None else int(max_retries)
+            elif key == "headers":
+                if isinstance(value, dict):
+                    headers = {str(k): s for k, v in value.items() if (s := self.string(v, f"{where}.{k}")) is not None}
+                else:
+                    self.fail(where, f"expected a mapping, got {_kind(value)}")
+            elif key in spec.keys or key == "base_url":
+                if key == "chunk_delay_ms":
+                    settings[key] = self.number(value, where)
+                elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                    settings[key], referenced[key] = expand(str(value), self.env)
+                else:
+                    self.fail(where, f"expected a string, got {_kind(value)}")
+            else:
+                self.fail(where, f"unknown key for provider type '{ptype}'")
+        not_ready = _readiness(settings, referenced, spec.credentials)
+        if not_ready is None and spec.ready_check is not None:
+            not_ready = spec.ready_check(settings)
+        return ProviderConfig(name, ptype, settings, timeout_s, max_retries, headers, not_ready)
+
+    def models(self, raw: Any, providers: Mapping[str, ProviderConfig]) -> dict[str, tuple[Deployment, ...]]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.fail("models", f"expected a mapping, got {_kind(raw)}")
+            return {}
+        out: dict[str, tuple[Deployment, ...]] = {}
+        for name, body in raw.items():
+            path = f"models.{name}"
+            entries = body if isinstance(body, list) else [body]
+            if isinstance(body, list) and not body:
+                self.fail(path, "a deployment list needs at least one deployment")
+            where = [f"{path}[{i}]" for i in range(len(entries))] if isinstance(body, list) else [path]
+            deployments = [self.deployment(str(name), e, w, providers) for e, w in zip(entries, where)]
+            if all(d is not None for d in deployments) and deployments:
+                out[str(name)] = tuple(d for d in deployments if d is not None)
+        return out
+
+    def deployment(
+        self, name: str, raw: Any, path: str, providers: Mapping[str, ProviderConfig]
+    ) -> Deployment | None:
+        if not isinstance(raw, dict):
+            self.fail(path, f"expected a mapping, got {_kind(raw)}")
+            return None
+        provider_name = raw.get("provider")
+        provider = providers.get(provider_name) if isinstance(provider_name, str) else None
+        if provider_name is None:
+            self.fail(f"{path}.provider", "required")
+        elif provider is None:
+            self.fail(f"{path}.provider", f"unknown provider {provider_name!r}")
+        spec = PROVIDER_TYPES[provider.type] if provider else None
+        fields: dict[str, Any] = {"options": {}}
+        ok = provider is not None
+        for key, value in raw.items():
+            where = f"{path}.{key}"
+            if key == "provider":
+                continue
+            if key in ("model", "mode"):
+                fields[key] = self.string(value, where)
+                if key == "mode" and fields[key] not in ("chat", "embedding"):
+                    self.fail(where, f"expected chat or embedding, got {value!r}")
+            elif key in ("input_cost_per_mtok", "output_cost_per_mtok", "weight", "timeout_s"):
+                fields[key] = self.number(value, where)
+            elif spec is not None and key in spec.model_keys:
+                fields["options"][key] = self.number(value, where) if key in ("chunk_delay_ms", "max_tokens") else (
+                    self.string(value, where)
+                )
+            elif provider is not None:  # with an unknown provider, its own keys cannot be judged
+                self.fail(where, f"unknown key for provider type '{provider.type}'")
+        if "model" not in fields:
+            if provider is not None and provider.type == "mock":
+                fields["model"] = name
+            else:
+                self.fail(f"{path}.model", "required")
+                ok = False
+        if not ok or any(fields.get(k) is None for k in ("model",)) or fields.get("mode", "chat") is None:
+            return None
+        fields = {k: v for k, v in fields.items() if v is not None}
+        return Deployment(name=name, provider=str(provider_name), **fields)
+
+    def strategies(self, raw: Any, models: Mapping[str, tuple[Deployment, ...]]) -> dict[str, tuple[str, ...]]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.fail("strategies", f"expected a mapping, got {_kind(raw)}")
+            return {}
+        out: dict[str, tuple[str, ...]] = {}
+        for name, members in raw.items():
+            path = f"strategies.{name}"
+            if name in models:
+                self.fail(path, f"'{name}' is already a model name")
+            names = self.strings(members, path)
+            if isinstance(members, list) and not members:
+                self.fail(path, "a strategy needs at least one model")
+            for i, member in enumerate(names):
+                if member not in models:
+                    self.fail(f"{path}[{i}]", f"unknown model {member!r}")
+            out[str(name)] = tuple(names)
+        return out
+
+
+def _readiness(
+    settings: Mapping[str, Any], referenced: Mapping[str, list[str]], groups: tuple[tuple[str, ...], ...]
+) -> str | None:
+    if not groups or any(all(settings.get(k) for k in group) for group in groups):
+        return None
+    missing = []
+    for group in groups:
+        for key in group:
+            if not settings.get(key):
+                names = referenced.get(key) or []
+                missing.append(f"{key} (set {' or '.join(names)})" if names else key)
+    return "missing " + " or ".join(missing)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "a mapping"}.get(
+        type(value), type(value).__name__
+    )

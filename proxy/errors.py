@@ -1,0 +1,139 @@
+"""The one error hierarchy of the gateway, rendered in the OpenAI error shape.
+
+Every failure a client can see is a `ProxyError`: translators map their SDK's
+exceptions onto these classes (each with a class-to-class table), the router
+decides from `retryable` whether to try again, and the app renders
+`{"error": {"message", "type", "param", "code"}}` with the class's status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ProxyError(Exception):
+    status = 500
+    type = "internal_error"
+    code: str | None = None
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        if retryable is not None:
+            self.retryable = retryable
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"retry-after": str(max(0, round(self.retry_after)))}
+
+
+class InvalidRequest(ProxyError):
+    """400, or an upstream 4xx passed through with its own status and message."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(ProxyError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NotFound(ProxyError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class RequestTooLarge(ProxyError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(ProxyError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    retryable = True
+
+
+class UpstreamError(ProxyError):
+    """502: the upstream failed (5xx, bad response, refused connection) or refused our credentials."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+    retryable = True
+
+
+class UpstreamTimeout(ProxyError):
+    status = 504
+    type = "timeout_error"
+    code = "timeout"
+    retryable = True
+
+
+class ServiceUnavailable(ProxyError):
+    status = 503
+    type = "service_unavailable"
+
+
+class ProviderNotConfigured(ServiceUnavailable):
+    code = "provider_not_configured"
+
+
+class ProviderUnavailable(ServiceUnavailable):
+    code = "provider_unavailable"
+
+
+def upstream_status_error(status: int, message: str, *, retry_after: float | None = None) -> ProxyError:
+    """The gateway's error for an upstream HTTP status, per CONTRACT §5."""
+    if status == 429:
+        return RateLimited(message, retry_after=retry_after)
+    if status in (401, 403):
+        return UpstreamError(f"upstream rejected the gateway's credentials: {message}", retryable=False)
+    if status in (408, 504):
+        return UpstreamTimeout(message)
+    if status >= 500:
+        return UpstreamError(message)
+    if status == 404:
+        return InvalidRequest(message, status=404, code="model_not_found")
+    if 400 <= status < 500:
+        return InvalidRequest(message, status=status)
+    return UpstreamError(f"unexpected upstream status {status}: {message}")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form; HTTP dates are rare upstream)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

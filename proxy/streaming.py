@@ -1,0 +1,118 @@
+"""The stream lifecycle, once for every provider.
+
+Translators yield OpenAI chunk dicts; this module opens the stream and peeks
+its first chunk (so early failures are real HTTP statuses and the router can
+still fall back), then frames SSE and enforces CONTRACT §5's invariants:
+same id/model on every chunk, `role` on the first delta, `finish_reason` on
+every choice (non-null exactly once, on the last chunk with choices), usage
+only in a final empty-choices chunk and only when the client asked. A failure
+after the first byte is one `data: {"error": ...}` event and no `[DONE]`; a
+stream that ends without a finish_reason is such a failure too. The upstream
+iterator is closed in `finally`, also when the client goes away.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from proxy.errors import ProxyError, UpstreamError
+from proxy.sse import DONE, encode_event
+from translators.base import JSON, Provider
+
+Stream = tuple[JSON, AsyncIterator[JSON]]  # (first chunk with choices, the rest)
+
+
+async def open_stream(provider: Provider, request: JSON, deployment: Any) -> Stream:
+    """Start the upstream stream and wait for its first chunk that has choices."""
+    iterator = provider.stream(request, deployment)
+    try:
+        async for chunk in iterator:
+            if chunk.get("choices"):
+                return chunk, iterator
+        raise UpstreamError("upstream stream ended before any content")
+    except BaseException:
+        await _aclose(iterator)
+        raise
+
+
+class StreamRelay:
+    """Normalises chunks and frames them; remembers usage for accounting."""
+
+    def __init__(self, completion_id: str, model: str, include_usage: bool) -> None:
+        self.id = completion_id
+        self.model = model
+        self.created = int(time.time())
+        self.include_usage = include_usage
+        self.usage: JSON | None = None
+        self.finished = False
+        self._first = True
+
+    def frame(self, chunk: JSON) -> bytes | None:
+        usage = chunk.pop("usage", None)
+        if usage:
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not choices or self.finished:
+            return None
+        chunk["id"] = self.id
+        chunk["object"] = "chat.completion.chunk"
+        chunk["created"] = self.created
+        chunk["model"] = self.model
+        for choice in choices:
+            if choice.get("finish_reason") is None:
+                choice["finish_reason"] = None
+            else:
+                self.finished = True
+        if self._first:
+            self._first = False
+            delta = choices[0].setdefault("delta", {})
+            if "role" not in delta:
+                choices[0]["delta"] = {"role": "assistant", **delta}
+        return encode_event(chunk)
+
+    def usage_frame(self) -> bytes | None:
+        if not (self.include_usage and self.usage):
+            return None
+        return encode_event(
+            {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+             "choices": [], "usage": self.usage}
+        )
+
+
+async def relay(
+    relay_state: StreamRelay,
+    first: JSON,
+    rest: AsyncIterator[JSON],
+    on_error: Callable[[BaseException], ProxyError],
+    render_error: Callable[[ProxyError], JSON],
+    on_done: Callable[[StreamRelay, ProxyError | None], None],
+) -> AsyncIterator[bytes]:
+    error: ProxyError | None = None
+    try:
+        frame = relay_state.frame(first)
+        if frame:
+            yield frame
+        async for chunk in rest:
+            frame = relay_state.frame(chunk)
+            if frame:
+                yield frame
+        if not relay_state.finished:
+            raise UpstreamError("upstream stream ended before the answer was complete")
+        usage = relay_state.usage_frame()
+        if usage:
+            yield usage
+        yield DONE
+    except Exception as exc:  # after the first byte: report in-band, never a clean [DONE]
+        error = on_error(exc)
+        yield encode_event(render_error(error))
+    finally:
+        await _aclose(rest)
+        on_done(relay_state, error)
+
+
+async def _aclose(iterator: AsyncIterator[JSON]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,128 @@
+"""OpenAI and any OpenAI-compatible server (Ollama, vLLM, LM Studio, ...): pass-through.
+
+The request already is the vendor's format, so nothing is translated: the body
+goes out as the client sent it (with the upstream model id), and the response
+comes back as raw JSON. The SDK is used for what it is good at — auth, base
+URL, headers, typed HTTP errors — through its low-level `post(...,
+cast_to=httpx2.Response)`, which skips per-chunk pydantic parsing. Streams are
+data-only SSE ending in `data: [DONE]`; an in-band `{"error": ...}` frame is a
+failure (https://platform.openai.com/docs/api-reference/chat-streaming).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import httpx2
+import openai
+import orjson
+
+from proxy.config import Deployment, ProviderConfig
+from proxy.errors import ProxyError, UpstreamError, UpstreamTimeout, parse_retry_after, upstream_status_error
+from proxy.sse import iter_sse_data
+from translators.base import CHAT, EMBEDDINGS, JSON, JSON_SCHEMA, STREAM, TOOLS, VISION
+
+
+def error_message(body: Any, fallback: str) -> str:
+    """The vendor's message from an OpenAI-style error body (inner object or whole JSON)."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return inner["message"]
+        if isinstance(inner, str):
+            return inner
+    return fallback
+
+
+def map_openai_error(exc: BaseException) -> ProxyError | None:
+    """openai SDK exception -> gateway error (most specific class first)."""
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+        return UpstreamTimeout("upstream timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        return UpstreamError("could not connect to the upstream")
+    if isinstance(exc, openai.APIStatusError):
+        retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
+        return upstream_status_error(exc.status_code, error_message(exc.body, exc.message), retry_after=retry_after)
+    if isinstance(exc, httpx2.TransportError):  # the connection broke while reading a stream
+        return UpstreamError(f"upstream connection lost ({type(exc).__name__})")
+    if isinstance(exc, orjson.JSONDecodeError):
+        return UpstreamError("upstream sent a malformed response")
+    return None
+
+
+def from_openai_event(data: bytes) -> JSON | None:
+    """One SSE data payload -> a chunk; None at `[DONE]`; an error frame raises."""
+    if data == b"[DONE]":
+        return None
+    chunk = orjson.loads(data)
+    if not isinstance(chunk, dict):
+        raise UpstreamError("upstream sent a malformed stream event")
+    if "error" in chunk:
+        raise UpstreamError(f"upstream error mid-stream: {error_message(chunk, 'unknown error')}")
+    return chunk
+
+
+class OpenAIProvider:
+    capabilities: ClassVar[frozenset[str]] = frozenset({CHAT, STREAM, EMBEDDINGS, TOOLS, VISION, JSON_SCHEMA})
+    supported_params: ClassVar[frozenset[str] | None] = None  # pass-through: the upstream judges
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self._client = openai.AsyncOpenAI(
+            api_key=config.get("api_key", "not-needed"),
+            base_url=config.get("base_url"),
+            organization=config.get("organization"),
+            project=config.get("project"),
+            max_retries=0,  # the router owns retries
+            timeout=config.timeout_s or 600.0,
+            default_headers=dict(config.headers) or None,
+        )
+
+    def _options(self, deployment: Deployment) -> Any:
+        return {"timeout": deployment.timeout_s} if deployment.timeout_s else {}
+
+    async def chat(self, request: JSON, deployment: Deployment) -> JSON:
+        body = {**request, "model": deployment.model}
+        response = await self._client.post(
+            "/chat/completions", cast_to=httpx2.Response, body=body, options=self._options(deployment)
+        )
+        result = orjson.loads(response.content)
+        if not isinstance(result, dict) or not isinstance(result.get("choices"), list):
+            raise UpstreamError("upstream sent a malformed chat completion")
+        return result
+
+    async def stream(self, request: JSON, deployment: Deployment) -> AsyncIterator[JSON]:
+        options = request.get("stream_options") or {}
+        body = {**request, "model": deployment.model, "stream": True, "stream_options": {**options, "include_usage": True}}
+        response = await self._client.post(
+            "/chat/completions",
+            cast_to=httpx2.Response,
+            body=body,
+            options=self._options(deployment),
+            stream=True,
+            stream_cls=None,
+        )
+        try:
+            async for data in iter_sse_data(response.aiter_bytes()):
+                chunk = from_openai_event(data)
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            await response.aclose()
+
+    async def embed(self, request: JSON, deployment: Deployment) -> JSON:
+        body = {**request, "model": deployment.model}
+        response = await self._client.post(
+            "/embeddings", cast_to=httpx2.Response, body=body, options=self._options(deployment)
+        )
+        result = orjson.loads(response.content)
+        if not isinstance(result, dict) or not isinstance(result.get("data"), list):
+            raise UpstreamError("upstream sent a malformed embedding response")
+        return result
+
+    def map_error(self, exc: BaseException) -> ProxyError | None:
+        return map_openai_error(exc)
+
+    async def aclose(self) -> None:
+        await self._client.close()
