@@ -1,0 +1,58 @@
+"""Run an ASGI app (a fake upstream) on 127.0.0.1 in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    query: str = ""
+
+
+@dataclass
+class Recorder:
+    """What a fake received, for assertions; one list shared by the fake's handlers."""
+
+    requests: list[Recorded] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    closed_streams: int = 0
+
+    def bump(self, key: str) -> int:
+        self.counters[key] = self.counters.get(key, 0) + 1
+        return self.counters[key]
+
+    def last(self) -> Recorded:
+        return self.requests[-1]
+
+
+@contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """Yield the base URL (`http://127.0.0.1:PORT`) of `app` served in a thread."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("fake upstream did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)

@@ -1,0 +1,85 @@
+"""Start the real `omni-llm serve` as a subprocess for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningProxy:
+    url: str  # http://127.0.0.1:PORT (no /v1)
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def v1(self) -> str:
+        return self.url + "/v1"
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def omni_llm_command() -> list[str]:
+    return [sys.executable, "-m", "proxy.cli"]
+
+
+@contextmanager
+def run_proxy(config_yaml: str, env: dict[str, str] | None = None, args: list[str] | None = None) -> Iterator[RunningProxy]:
+    """Write the config, start `omni-llm serve` on a free port, wait for /health, stop it after."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / "models.yaml"
+        config_path.write_text(config_yaml)
+        log_path = Path(tmp) / "proxy.log"
+        port = free_port()
+        proc_env = {**os.environ, **(env or {})}
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [*omni_llm_command(), "serve", "--config", str(config_path), "--port", str(port), *(args or [])],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=proc_env,
+            )
+        proxy = RunningProxy(f"http://127.0.0.1:{port}", process, log_path)
+        try:
+            wait_healthy(proxy)
+            yield proxy
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def wait_healthy(proxy: RunningProxy, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proxy.process.poll() is not None:
+            raise RuntimeError(f"omni-llm serve exited early:\n{proxy.logs()}")
+        try:
+            if httpx.get(proxy.url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"omni-llm serve did not become healthy:\n{proxy.logs()}")
