@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -104,6 +105,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"Omni-LLM listening on {url} ({args.workers} workers)", flush=True)
         Multiprocess(uv_config, target=server.run, sockets=[sock]).run()
     else:
+        # uvicorn drains, then re-raises the signal it caught with the previous handler: make that
+        # handler a no-op so a drained SIGTERM exits with status 0 (CONTRACT §2).
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
         server.run()
     return 0
 

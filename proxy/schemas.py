@@ -181,8 +181,10 @@ def _path(loc: tuple[Any, ...]) -> list[Any]:
     """The location without the union-member names pydantic inserts (`messages.0.user.content`)."""
     out: list[Any] = []
     for i, part in enumerate(loc):
-        after_index = i > 0 and isinstance(loc[i - 1], int)
-        if isinstance(part, str) and ("[" in part or part in _TYPE_NAMES or (after_index and part in _TAGS)):
+        # Discriminated unions (messages by role, content parts by type) put the tag after the index.
+        tag_position = i > 1 and isinstance(loc[i - 1], int) and (
+            loc[i - 2] == "messages" or "tagged-union" in str(loc[i - 2]))
+        if isinstance(part, str) and ("[" in part or part in _TYPE_NAMES or (tag_position and part in _TAGS)):
             continue
         out.append(part)
     return out
