@@ -12,7 +12,6 @@ the `Client` closes its HTTP client when garbage-collected, so it is kept.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -48,10 +47,13 @@ from translators.google.response import (
 try:  # google-genai uses aiohttp for async calls when it is installed, else httpx2
     import aiohttp
 
-    _AIOHTTP_TIMEOUT: tuple[type[BaseException], ...] = (aiohttp.ServerTimeoutError,)
     _AIOHTTP_CONNECTION: tuple[type[BaseException], ...] = (aiohttp.ClientError,)
 except ImportError:
-    _AIOHTTP_TIMEOUT = _AIOHTTP_CONNECTION = ()
+    _AIOHTTP_CONNECTION = ()
+
+# aiohttp's ServerTimeoutError is an asyncio.TimeoutError (= TimeoutError), so one entry covers both clients.
+_TIMEOUTS: tuple[type[BaseException], ...] = (httpx2.TimeoutException, TimeoutError)
+_CONNECTION: tuple[type[BaseException], ...] = (httpx2.TransportError, *_AIOHTTP_CONNECTION)
 
 log = logging.getLogger("omni.translators")
 
@@ -65,9 +67,9 @@ def map_google_error(exc: BaseException) -> ProxyError | None:
         retry_after = parse_retry_after(headers.get("retry-after"))
         message = exc.message or exc.status or f"HTTP {exc.code}"
         return upstream_status_error(int(exc.code or 502), str(message), retry_after=retry_after)
-    if isinstance(exc, httpx2.TimeoutException | asyncio.TimeoutError | _AIOHTTP_TIMEOUT):
+    if isinstance(exc, _TIMEOUTS):
         return UpstreamTimeout("upstream timed out")
-    if isinstance(exc, httpx2.TransportError | _AIOHTTP_CONNECTION):
+    if isinstance(exc, _CONNECTION):
         return UpstreamError(f"could not talk to the upstream ({type(exc).__name__})")
     if isinstance(exc, google.auth.exceptions.GoogleAuthError):
         return UpstreamError(f"could not obtain Google credentials ({type(exc).__name__})", retryable=False)
