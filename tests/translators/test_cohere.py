@@ -271,6 +271,7 @@ BODY = {"id": "x", "message": "scripted"}
     (cohere.GatewayTimeoutError(body=None), 504, "HTTP 504"),
     (cohere.core.api_error.ApiError(status_code=502, body=BODY), 502, "scripted"),
     (cohere.core.api_error.ApiError(status_code=200, body="<html>"), 502, "malformed"),
+    (cohere.core.http_sse.SSEError("not an event stream"), 502, "malformed stream"),
     (httpx.ReadTimeout("slow"), 504, "timed out"),
     (httpx.ConnectError("refused"), 502, "connect"),
     (httpx.RemoteProtocolError("peer closed"), 502, "connection lost"),

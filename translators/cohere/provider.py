@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import cohere
 import httpx
 from cohere.core.api_error import ApiError
+from cohere.core.http_sse import SSEError
 
 from proxy.config import Deployment, ProviderConfig
 from proxy.errors import (
@@ -80,6 +81,8 @@ def map_cohere_error(exc: BaseException) -> ProxyError | None:
         return upstream_status_error(status, message)
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout("Cohere timed out")
+    if isinstance(exc, SSEError):  # a 200 that is not an event stream
+        return UpstreamError("Cohere sent a malformed stream")
     if isinstance(exc, httpx.ConnectError):
         return UpstreamError("could not connect to Cohere")
     if isinstance(exc, httpx.TransportError):  # the connection broke mid-response
