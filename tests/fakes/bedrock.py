@@ -6,7 +6,7 @@ Behaviour is chosen by the model id in the path (`/model/{id}/converse[-stream]|
 
   any name             echo "echo: <last user text>" (stream: one word per delta); usage with cache tokens
   tools                text + two parallel toolUse blocks (stream: input as JSON fragments)
-  reasoning            reasoningContent (text + signature), then text
+  *reasoning*          reasoningContent (text + signature), then text
   max-tokens           stopReason max_tokens;  guardrail: stopReason guardrail_intervened
   fail-<status>        that HTTP status with the matching Bedrock exception (429 adds x-amz-retry-after: 0)
   leak-403             403 whose message echoes the X-Amz-Security-Token it received
@@ -88,7 +88,7 @@ def _content(model: str, body: dict[str, Any]) -> tuple[list[dict[str, Any]], st
     if model == "tools":
         return [{"text": "Checking."}, *({"toolUse": use} for use in TOOL_USES)], "tool_use"
     text = [{"text": f"echo: {_last_user_text(body['messages'])}"}]
-    if model == "reasoning":
+    if "reasoning" in model:
         thought = {"reasoningContent": {"reasoningText": {"text": "Let me think.", "signature": "sig-abc"}}}
         return [thought, *text], "end_turn"
     stop = {"max-tokens": "max_tokens", "guardrail": "guardrail_intervened"}.get(model, "end_turn")
