@@ -26,6 +26,7 @@ _RENAMED = {
     "top_k": "k",  # extension field (extra_body), Cohere's native name is `k`
 }
 _TOOL_CHOICE = {"required": "REQUIRED", "none": "NONE"}
+_TOOL_KEYS = ("name", "description", "parameters")  # OpenAI's per-tool `strict` becomes `strict_tools`
 
 
 def to_cohere_request(request: JSON, model: str) -> JSON:
@@ -72,7 +73,7 @@ def to_cohere_message(message: JSON) -> JSON:
         return {
             "role": "tool",
             "tool_call_id": message.get("tool_call_id") or "",
-            "content": [{"type": "document", "document": {"data": to_cohere_document(message.get("content"))}}],
+            "content": [to_cohere_tool_result(message.get("content"))],
         }
     raise InvalidRequest(f"unsupported message role {role!r}", param="messages")
 
@@ -116,8 +117,8 @@ def to_cohere_assistant(message: JSON) -> JSON:
                 "id": call.get("id") or "",
                 "type": "function",
                 "function": {
-                    "name": call["function"]["name"],
-                    "arguments": call["function"].get("arguments") or "{}",
+                    "name": (call.get("function") or {}).get("name") or "",
+                    "arguments": (call.get("function") or {}).get("arguments") or "{}",
                 },
             }
             for call in tool_calls
@@ -127,6 +128,10 @@ def to_cohere_assistant(message: JSON) -> JSON:
     if text or not tool_calls:
         out["content"] = text
     return out
+
+
+def to_cohere_tool_result(content: Any) -> JSON:
+    return {"type": "document", "document": {"data": to_cohere_document(content)}}
 
 
 def to_cohere_document(content: Any) -> JSON:
@@ -141,17 +146,11 @@ def to_cohere_document(content: Any) -> JSON:
 
 def to_cohere_tools(tools: list[JSON] | None, choice: Any) -> tuple[list[JSON], str | None, bool]:
     """(tools, tool_choice, strict_tools). Cohere has no named choice: keep that tool only, REQUIRED."""
+    functions = [tool["function"] for tool in tools or [] if isinstance(tool.get("function"), dict)]
     converted = [
-        {
-            "type": "function",
-            "function": {
-                k: v for k, v in tool["function"].items() if k in ("name", "description", "parameters")
-            },
-        }
-        for tool in tools or []
-        if tool.get("type", "function") == "function"
+        {"type": "function", "function": {k: v for k, v in f.items() if k in _TOOL_KEYS}} for f in functions
     ]
-    strict = any(tool["function"].get("strict") for tool in tools or [] if "function" in tool)
+    strict = any(f.get("strict") for f in functions)
     if choice is None or choice == "auto":
         return converted, None, strict
     if isinstance(choice, str):
@@ -161,7 +160,8 @@ def to_cohere_tools(tools: list[JSON] | None, choice: Any) -> tuple[list[JSON], 
     name = (choice.get("function") or {}).get("name")
     named = [t for t in converted if t["function"]["name"] == name]
     if not named:
-        raise InvalidRequest(f"tool_choice names a function that is not in tools: {name!r}", param="tool_choice")
+        message = f"tool_choice names a function that is not in tools: {name!r}"
+        raise InvalidRequest(message, param="tool_choice")
     return named, "REQUIRED", strict
 
 

@@ -47,7 +47,8 @@ def from_cohere_usage(usage: JSON | None) -> JSON:
         return int(value or 0)
 
     prompt, completion = count("input_tokens"), count("output_tokens")
-    out: JSON = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    out: JSON = {"prompt_tokens": prompt, "completion_tokens": completion}
+    out["total_tokens"] = prompt + completion
     if usage.get("cached_tokens") is not None:
         out["prompt_tokens_details"] = {"cached_tokens": int(usage["cached_tokens"])}
     return out
@@ -80,12 +81,13 @@ def from_cohere_message(message: JSON) -> JSON:
 
 def from_cohere_response(response: JSON, model: str) -> JSON:
     finish = from_cohere_finish_reason(response.get("finish_reason"))
+    message = from_cohere_message(response.get("message") or {})
     return {
         "id": f"chatcmpl-{response.get('id') or new_tool_call_id('')}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": from_cohere_message(response.get("message") or {}), "finish_reason": finish}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": from_cohere_usage(response.get("usage")),
     }
 
@@ -95,10 +97,11 @@ def from_cohere_embed_response(response: JSON, model: str) -> JSON:
     if not isinstance(vectors, list):
         raise UpstreamError("Cohere embed response has no float embeddings")
     meta = response.get("meta") or {}
-    prompt = from_cohere_usage({"billed_units": meta.get("billed_units"), "tokens": meta.get("tokens")})["prompt_tokens"]
+    usage = from_cohere_usage({"billed_units": meta.get("billed_units"), "tokens": meta.get("tokens")})
+    prompt = usage["prompt_tokens"]
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": vector} for i, vector in enumerate(vectors)],
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
         "model": model,
         "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
     }

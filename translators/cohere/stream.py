@@ -20,7 +20,9 @@ from translators.cohere.response import from_cohere_finish_reason, from_cohere_u
 
 log = logging.getLogger("omni.translators")
 
-_IGNORED = frozenset({"message-start", "content-end", "tool-call-end", "citation-start", "citation-end", "debug"})
+_IGNORED = frozenset(
+    {"message-start", "content-end", "tool-call-end", "citation-start", "citation-end", "debug"}
+)
 
 
 @dataclass
@@ -74,7 +76,8 @@ def from_cohere_content(content: JSON) -> JSON | None:
 def from_cohere_tool_call_start(event: JSON, state: CohereStreamState) -> JSON:
     call = _message(event).get("tool_calls") or {}
     function = call.get("function") or {}
-    index = state.tool_indices.setdefault(event.get("index", len(state.tool_indices)), len(state.tool_indices))
+    next_index = len(state.tool_indices)
+    index = state.tool_indices.setdefault(event.get("index", next_index), next_index)
     return _delta({"tool_calls": [{
         "index": index,
         "id": call.get("id") or new_tool_call_id(),
