@@ -11,8 +11,11 @@ import anthropic
 import httpx2
 import pytest
 
+from proxy.config import ProviderConfig
 from proxy.errors import InvalidRequest, ProxyError, RateLimited, UpstreamError, UpstreamTimeout
+from proxy.router import prepare_request
 from translators.anthropic import (
+    AnthropicProvider,
     AnthropicStreamState,
     from_anthropic_event,
     from_anthropic_response,
@@ -67,6 +70,18 @@ def test_request_fields(request_fields: dict[str, Any], expected: dict[str, Any]
     for key, value in expected.items():
         assert sent.get(key) == value, key
     assert "stream" not in sent and "n" not in sent
+
+
+def test_unsupported_params_are_dropped_or_rejected() -> None:
+    provider = AnthropicProvider(ProviderConfig("claude", "anthropic", {"api_key": "k"}))
+    request = {"model": "m", "messages": [USER], "seed": 7, "n": 1, "temperature": 0.1, "top_k": 3,
+               "reasoning_effort": "low", "parallel_tool_calls": False, "fallbacks": ["x"]}
+    kept, dropped = prepare_request(request, provider, False, "claude")
+    assert dropped == ["seed", "n"]
+    assert set(kept) == {"model", "messages", "temperature", "top_k", "reasoning_effort", "parallel_tool_calls"}
+    with pytest.raises(InvalidRequest) as info:
+        prepare_request(request, provider, True, "claude")
+    assert info.value.param == "seed"
 
 
 def test_system_developer_alternation_and_tool_results() -> None:
