@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from urllib.parse import parse_qsl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -177,8 +178,8 @@ def make_app(recorder: Recorder) -> Starlette:
             rec.closed_streams += 1
 
     async def token(request: Request) -> Response:
-        form = await request.form()
-        recorder.requests.append(Recorded("POST", "/token", dict(request.headers), dict(form)))
+        form = dict(parse_qsl((await request.body()).decode()))
+        recorder.requests.append(Recorded("POST", "/token", dict(request.headers), form))
         return Response(orjson.dumps({"access_token": TOKEN, "expires_in": 3600, "token_type": "Bearer"}),
                         media_type="application/json")
 
