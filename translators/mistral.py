@@ -46,7 +46,7 @@ from proxy.errors import (
     upstream_status_error,
 )
 from translators.base import CHAT, EMBEDDINGS, JSON, JSON_SCHEMA, STREAM, TOOLS, VISION
-from translators.common import content_text, split_data_url
+from translators.common import content_text, new_tool_call_id, split_data_url
 
 log = logging.getLogger("omni.translators")
 
@@ -210,13 +210,19 @@ def from_mistral_content(content: Any) -> tuple[str, str]:
     return "".join(text), "".join(thinking)
 
 
+def _arguments(function: JSON) -> str:
+    arguments = function.get("arguments", "")
+    return arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()
+
+
+def _has_id(call: JSON) -> bool:
+    return call.get("id") not in (None, "", "null")  # "null": the SDK's default when the API sent none
+
+
 def from_mistral_tool_call(call: JSON, renamed: dict[str, str]) -> JSON:
-    arguments = call["function"].get("arguments", "")
-    if not isinstance(arguments, str):
-        arguments = orjson.dumps(arguments).decode()
-    call_id = call.get("id") or ""
+    call_id = call["id"] if _has_id(call) else new_tool_call_id()
     return {"id": renamed.get(call_id, call_id), "type": "function",
-            "function": {"name": call["function"]["name"], "arguments": arguments}}
+            "function": {"name": call["function"]["name"], "arguments": _arguments(call["function"])}}
 
 
 def from_mistral_usage(usage: JSON | None) -> JSON:
@@ -254,14 +260,11 @@ class MistralStreamState:
 
 
 def from_mistral_delta_tool_call(call: JSON, state: MistralStreamState) -> JSON:
-    call_id = call.get("id") or f"#{call.get('index', 0)}"
-    index = state.tool_indices.get(call_id)
-    arguments = call["function"].get("arguments", "")
-    if not isinstance(arguments, str):
-        arguments = orjson.dumps(arguments).decode()
+    key = call["id"] if _has_id(call) else f"#{call.get('index', 0)}"
+    index = state.tool_indices.get(key)
     if index is not None:  # a continuation of a call already started: arguments only
-        return {"index": index, "function": {"arguments": arguments}}
-    index = state.tool_indices[call_id] = len(state.tool_indices)
+        return {"index": index, "function": {"arguments": _arguments(call["function"])}}
+    state.tool_indices[key] = index = len(state.tool_indices)
     return {"index": index, **from_mistral_tool_call(call, state.renamed)}
 
 
@@ -305,46 +308,32 @@ def from_mistral_embeddings(response: JSON) -> JSON:
             "usage": {"prompt_tokens": prompt, "total_tokens": usage.get("total_tokens") or prompt}}
 
 
-def mistral_error_message(body: str, fallback: str) -> str:
-    """The human part of a Mistral error body (`{"message": ...}` or FastAPI's `{"detail": [...]}`)."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body[:500] or fallback
-    if isinstance(parsed, dict):
-        message = parsed.get("message")
-        if isinstance(message, str):
-            return message
-        if message is not None:
-            return orjson.dumps(message).decode()
-        detail = parsed.get("detail")
-        if isinstance(detail, list):
-            return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
-        if isinstance(detail, str):
-            return detail
-    return fallback
-
-
-def _inband_error_message(body: str) -> str | None:
-    """The message of an error object where a response or stream event was expected (the SDK
-    hands stream events over wrapped as `{"data": ...}`)."""
+def mistral_error_message(body: str) -> str | None:
+    """The message of a Mistral error body: `{"message": ...}`, FastAPI's `{"detail": [...]}`, or an
+    error object where a stream event was expected (the SDK hands events over as `{"data": ...}`)."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
     if isinstance(parsed, dict) and isinstance(parsed.get("data"), dict):
         parsed = parsed["data"]
-    message = parsed.get("message") if isinstance(parsed, dict) else None
-    return message if isinstance(message, str) else None
+    if not isinstance(parsed, dict):
+        return None
+    message, detail = parsed.get("message"), parsed.get("detail")
+    if message is not None:
+        return message if isinstance(message, str) else orjson.dumps(message).decode()
+    if isinstance(detail, list):
+        return "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+    return detail if isinstance(detail, str) else None
 
 
 def map_mistral_error(exc: BaseException) -> ProxyError | None:
     """mistralai exception -> gateway error (most specific class first)."""
     if isinstance(exc, mistral_errors.ResponseValidationError):  # also an in-band stream error object
-        detail = _inband_error_message(exc.body)
+        detail = mistral_error_message(exc.body)
         return UpstreamError(f"upstream error: {detail}" if detail else "upstream sent a response the SDK could not parse")
     if isinstance(exc, mistral_errors.MistralError):  # SDKError, HTTPValidationError
-        message = mistral_error_message(exc.body, f"upstream status {exc.status_code}")
+        message = mistral_error_message(exc.body) or exc.body[:500] or f"upstream status {exc.status_code}"
         retry_after = parse_retry_after(exc.headers.get("retry-after"))
         return upstream_status_error(exc.status_code, message, retry_after=retry_after)
     if isinstance(exc, mistral_errors.NoResponseError):

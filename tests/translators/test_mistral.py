@@ -250,3 +250,11 @@ async def test_timeout_maps_to_504(upstream: tuple[str, Recorder]) -> None:
         await provider.chat({"messages": USER}, slow)
     assert type(provider.map_error(info.value)) is UpstreamTimeout
     await provider.aclose()
+
+
+def test_tool_call_without_id_gets_a_fresh_one() -> None:
+    response = {"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"content": "", "tool_calls": [
+        {"id": "null", "function": {"name": "f", "arguments": "{}"}},
+        {"id": "null", "function": {"name": "g", "arguments": "{}"}}]}}]}
+    ids = [c["id"] for c in from_mistral_response(response, {})["choices"][0]["message"]["tool_calls"]]
+    assert all(i.startswith("call_") for i in ids) and len(set(ids)) == 2
