@@ -33,7 +33,9 @@ from translators.common import content_text, inline_schema_refs, reasoning_budge
 
 log = logging.getLogger("omni.translators")
 
-IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+IMAGE_FORMATS = {
+    "image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp",
+}
 # Keywords the structured-output schema dialect rejects (as Anthropic's, which it mirrors).
 UNSUPPORTED_SCHEMA_KEYS = frozenset(
     {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength",
@@ -124,7 +126,8 @@ def to_bedrock_tool_result(message: JSON, as_text: bool) -> JSON:
     text = content_text(message.get("content"))
     if as_text:
         return {"text": f"[tool result: {text}]"}
-    return {"toolResult": {"toolUseId": to_bedrock_tool_id(message.get("tool_call_id") or ""), "content": [{"text": text}]}}
+    tool_id = to_bedrock_tool_id(message.get("tool_call_id") or "")
+    return {"toolResult": {"toolUseId": tool_id, "content": [{"text": text}]}}
 
 
 def to_bedrock_messages(messages: list[JSON], images: Images, tools_sent: bool) -> tuple[list[JSON], list[JSON]]:
@@ -161,7 +164,8 @@ def to_bedrock_tool_config(tools: list[JSON], tool_choice: Any) -> JSON | None:
     specs = []
     for tool in tools:
         function = tool.get("function") or {}
-        spec: JSON = {"name": function["name"], "inputSchema": {"json": function.get("parameters") or {"type": "object"}}}
+        schema = function.get("parameters") or {"type": "object"}
+        spec: JSON = {"name": function["name"], "inputSchema": {"json": schema}}
         if function.get("description"):
             spec["description"] = function["description"]
         specs.append({"toolSpec": spec})
@@ -185,7 +189,8 @@ def to_bedrock_output_config(response_format: Any) -> JSON | None:
         schema_text, name = json.dumps({"type": "object"}), "json_object"
     elif kind == "json_schema":
         spec = response_format.get("json_schema") or {}
-        schema = strip_schema_keys(inline_schema_refs(spec.get("schema") or {"type": "object"}), UNSUPPORTED_SCHEMA_KEYS)
+        schema = inline_schema_refs(spec.get("schema") or {"type": "object"})
+        schema = strip_schema_keys(schema, UNSUPPORTED_SCHEMA_KEYS)
         schema_text, name = json.dumps(closed_objects(schema)), spec.get("name") or "response"
     else:
         raise InvalidRequest(f"unknown response_format type {kind!r}", param="response_format")
