@@ -335,6 +335,15 @@ def test_thinking_text_and_interleaved_parallel_tool_calls() -> None:
     assert chunks[-1]["usage"]["prompt_tokens"] == 20
 
 
+def test_blocks_we_do_not_relay_are_logged_not_sent(caplog: pytest.LogCaptureFixture) -> None:
+    chunks = run([start({"input_tokens": 1}),
+                  ev("content_block_start", index=0, content_block={"type": "server_tool_use", "id": "srvtoolu_1",
+                                                                    "name": "web_search", "input": {}}),
+                  delta(0, type="input_json_delta", partial_json='{"query": "x"}'),
+                  ev("content_block_stop", index=0)])
+    assert len(chunks) == 1 and "server_tool_use" in caplog.text
+
+
 @pytest.mark.parametrize(("error", "expected", "status"), [
     ({"type": "overloaded_error", "message": "Overloaded"}, UpstreamError, 502),
     ({"type": "api_error", "message": "Internal"}, UpstreamError, 502),

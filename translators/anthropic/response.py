@@ -186,9 +186,10 @@ def _block_delta(index: int, delta: JSON, state: AnthropicStreamState) -> JSON |
     if kind == "text_delta":
         return _chunk({"content": delta["text"]})
     if kind == "input_json_delta":
-        if index not in state.tool_index:
-            raise UpstreamError(f"upstream sent tool input for unknown content block {index}")
         fragment = delta.get("partial_json", "")
+        if index not in state.tool_index:  # input of a block we do not relay (e.g. a server tool)
+            log.warning("anthropic: ignoring tool input for content block %d, not a client tool call", index)
+            return None
         if not fragment:
             return None
         return _chunk({"tool_calls": [{"index": state.tool_index[index], "function": {"arguments": fragment}}]})
