@@ -6,6 +6,7 @@ parses the fake's Converse JSON and binary event-stream frames itself.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -19,9 +20,11 @@ import pytest
 from starlette.responses import Response
 from starlette.routing import Route
 
+from proxy.config import Deployment, ProviderConfig
 from tests.fakes import bedrock as fake_bedrock
 from tests.fakes.server import Recorder, serve_app
 from tests.proxy_server import RunningProxy, run_proxy
+from translators.bedrock import BedrockProvider
 
 SESSION_TOKEN = "session-token-secret-0123456789"
 PIXEL = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
@@ -285,3 +288,24 @@ def test_client_disconnect_closes_upstream_stream(proxy: RunningProxy, upstream:
     while recorder.closed_streams == before and time.monotonic() < deadline:
         httpx.get(proxy.url + "/health")  # poll, giving the gateway time to notice and close the upstream
     assert recorder.closed_streams > before
+
+
+async def test_provider_stream_runs_off_the_loop_and_closes(upstream: tuple[str, Recorder]) -> None:
+    """A stream waiting on boto3 leaves the event loop free; closing the generator closes the HTTP stream."""
+    url, recorder = upstream
+    settings = {"region": "us-east-1", "aws_access_key_id": "AKID", "aws_secret_access_key": "secret", "base_url": url}
+    provider = BedrockProvider(ProviderConfig("aws", "bedrock", settings, timeout_s=10))
+    before = recorder.closed_streams
+    stream = provider.stream({"messages": [{"role": "user", "content": "x"}]}, Deployment("e", "aws", "endless"))
+    try:
+        first = await anext(stream)
+        assert first["choices"][0]["delta"] == {"content": "tick0 "}
+        other = await provider.chat({"messages": [{"role": "user", "content": "meanwhile"}]}, Deployment("c", "aws", "m"))
+        assert other["choices"][0]["message"]["content"] == "echo: meanwhile"
+        await stream.aclose()
+        deadline = time.monotonic() + 5
+        while recorder.closed_streams == before and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # polling the fake's counter, not waiting a fixed time
+        assert recorder.closed_streams > before
+    finally:
+        await provider.aclose()
