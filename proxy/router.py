@@ -35,7 +35,7 @@ log = logging.getLogger("omni.router")
 T = TypeVar("T")
 
 # Fields every chat provider takes, whatever its supported_params say.
-_ALWAYS = frozenset({"model", "messages", "stream", "stream_options", "input"})
+_ALWAYS = frozenset({"model", "messages", "stream", "stream_options"})
 
 
 class ProviderPool:
@@ -79,11 +79,16 @@ def to_proxy_error(provider: Provider | None, exc: BaseException) -> ProxyError:
     return UpstreamError(f"upstream call failed ({type(exc).__name__})")
 
 
-def prepare_request(request: Mapping[str, Any], provider: Provider, strict: bool, name: str) -> tuple[JSON, list[str]]:
-    """Strip gateway fields; drop (or, strict, reject) params the provider cannot honour."""
+def prepare_request(
+    request: Mapping[str, Any], provider: Provider, strict: bool, name: str, mode: str = "chat"
+) -> tuple[JSON, list[str]]:
+    """Strip gateway fields; drop (or, strict, reject) chat params the provider cannot honour.
+
+    `supported_params` describes chat requests; embedding fields are the translator's to map.
+    """
     supported = provider.supported_params
     body = {k: v for k, v in request.items() if k not in GATEWAY_FIELDS}
-    if supported is None:
+    if supported is None or mode != "chat":
         return body, []
     dropped = [k for k in body if k not in supported and k not in _ALWAYS]
     if dropped and strict:
@@ -140,7 +145,7 @@ class Router:
             cfg = self.config.providers[deployment.provider]
             try:
                 provider = self._provider(deployment, cfg, mode)
-                body, dropped = prepare_request(request, provider, strict, deployment.provider)
+                body, dropped = prepare_request(request, provider, strict, deployment.provider, mode)
             except ProxyError as exc:
                 if isinstance(exc, InvalidRequest) and len(chain) == 1:
                     raise

@@ -46,25 +46,35 @@ class StreamRelay:
         self.created = int(time.time())
         self.include_usage = include_usage
         self.usage: JSON | None = None
-        self.finished = False
+        self._started: set[int] = set()  # choice indices seen
+        self._done: set[int] = set()  # choice indices that had their finish_reason
         self._first = True
+
+    @property
+    def finished(self) -> bool:
+        """Every choice that appeared has finished (n > 1 streams finish per choice)."""
+        return bool(self._started) and self._started <= self._done
 
     def frame(self, chunk: JSON) -> bytes | None:
         usage = chunk.pop("usage", None)
         if usage:
             self.usage = usage
         choices = chunk.get("choices")
-        if not choices or self.finished:
+        if choices and self._done:  # nothing may follow a choice's finish_reason
+            choices = chunk["choices"] = [c for c in choices if c.get("index", 0) not in self._done]
+        if not choices:
             return None
         chunk["id"] = self.id
         chunk["object"] = "chat.completion.chunk"
         chunk["created"] = self.created
         chunk["model"] = self.model
         for choice in choices:
+            index = choice.get("index", 0)
+            self._started.add(index)
             if choice.get("finish_reason") is None:
                 choice["finish_reason"] = None
             else:
-                self.finished = True
+                self._done.add(index)
         if self._first:
             self._first = False
             delta = choices[0].setdefault("delta", {})

@@ -198,3 +198,9 @@ def test_prepare_request_drops_or_rejects_unsupported() -> None:
     with pytest.raises(InvalidRequest) as info:
         prepare_request({"model": "m", "messages": [], "logit_bias": {}}, provider, True, "p")
     assert info.value.param == "logit_bias"
+
+
+def test_embedding_requests_are_not_filtered_by_chat_params() -> None:
+    body, dropped = prepare_request({"model": "e", "input": "x", "encoding_format": "base64", "fallbacks": []},
+                                    Scripted([]), True, "p", "embedding")
+    assert body == {"model": "e", "input": "x", "encoding_format": "base64"} and dropped == []

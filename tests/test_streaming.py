@@ -145,3 +145,26 @@ def test_validation_accepts_full_openai_request_and_unknown_fields() -> None:
 def test_body_must_be_a_json_object(raw: bytes) -> None:
     with pytest.raises(InvalidRequest):
         parse_json_object(raw)
+
+
+async def test_n_choices_finish_independently() -> None:
+    def two(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+
+    events, _, _ = await run_relay(
+        two(0, {"content": "a"}),
+        [two(1, {"content": "b"}), two(0, {}, "stop"), two(0, {"content": "late"}), two(1, {"content": "c"}),
+         two(1, {}, "length")],
+        False,
+    )
+    assert events[-1] == "[DONE]"
+    seen = [(c["choices"][0]["index"], c["choices"][0]["delta"].get("content"), c["choices"][0]["finish_reason"])
+            for c in events[:-1]]
+    assert seen == [(0, "a", None), (1, "b", None), (0, None, "stop"), (1, "c", None), (1, None, "length")]
+
+
+async def test_stream_with_an_unfinished_choice_is_an_error() -> None:
+    events, _, _ = await run_relay(
+        {"choices": [{"index": 0, "delta": {"content": "a"}}, {"index": 1, "delta": {"content": "b"}}]},
+        [{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}], False)
+    assert "error" in events[-1]
