@@ -31,10 +31,10 @@ import httpx
 import orjson
 
 from proxy.config import Deployment, ProviderConfig
-from proxy.errors import InvalidRequest, ProxyError, UpstreamError, UpstreamTimeout, parse_retry_after, upstream_status_error
+from proxy.errors import InvalidRequest, ProxyError, UpstreamError
 from proxy.sse import iter_sse_data
 from translators.base import CHAT, EMBEDDINGS, JSON, JSON_SCHEMA, STREAM, TOOLS, VISION
-from translators.openai import error_message, from_openai_event
+from translators.openai import from_openai_event, map_stainless_error
 
 # https://console.groq.com/docs/api-reference#chat-create, minus logprobs/logit_bias/top_logprobs.
 GROQ_CHAT_PARAMS = frozenset({
@@ -99,19 +99,8 @@ def from_groq_event(chunk: JSON, state: GroqStreamState) -> JSON | None:
 
 
 def map_groq_error(exc: BaseException) -> ProxyError | None:
-    """groq SDK exception -> gateway error (most specific class first)."""
-    if isinstance(exc, groq.APITimeoutError | httpx.TimeoutException):
-        return UpstreamTimeout("upstream timed out")
-    if isinstance(exc, groq.APIConnectionError):
-        return UpstreamError("could not connect to the upstream")
-    if isinstance(exc, groq.APIStatusError):
-        retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
-        return upstream_status_error(exc.status_code, error_message(exc.body, exc.message), retry_after=retry_after)
-    if isinstance(exc, httpx.TransportError):  # the connection broke while reading a stream
-        return UpstreamError(f"upstream connection lost ({type(exc).__name__})")
-    if isinstance(exc, orjson.JSONDecodeError):
-        return UpstreamError("upstream sent a malformed response")
-    return None
+    """groq SDK exception -> gateway error: the openai table, on classic httpx."""
+    return map_stainless_error(exc, groq, httpx)
 
 
 class GroqProvider:

@@ -35,20 +35,28 @@ def error_message(body: Any, fallback: str) -> str:
     return fallback
 
 
-def map_openai_error(exc: BaseException) -> ProxyError | None:
-    """openai SDK exception -> gateway error (most specific class first)."""
-    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+def map_stainless_error(exc: BaseException, sdk: Any, http: Any) -> ProxyError | None:
+    """A Stainless-generated SDK's exception -> gateway error (most specific class first).
+
+    openai and groq share the class tree; `http` is the HTTP package the SDK runs on
+    (httpx2 for openai, classic httpx for groq).
+    """
+    if isinstance(exc, sdk.APITimeoutError | http.TimeoutException):
         return UpstreamTimeout("upstream timed out")
-    if isinstance(exc, openai.APIConnectionError):
+    if isinstance(exc, sdk.APIConnectionError):
         return UpstreamError("could not connect to the upstream")
-    if isinstance(exc, openai.APIStatusError):
+    if isinstance(exc, sdk.APIStatusError):
         retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
         return upstream_status_error(exc.status_code, error_message(exc.body, exc.message), retry_after=retry_after)
-    if isinstance(exc, httpx2.TransportError):  # the connection broke while reading a stream
+    if isinstance(exc, http.TransportError):  # the connection broke while reading a stream
         return UpstreamError(f"upstream connection lost ({type(exc).__name__})")
     if isinstance(exc, orjson.JSONDecodeError):
         return UpstreamError("upstream sent a malformed response")
     return None
+
+
+def map_openai_error(exc: BaseException) -> ProxyError | None:
+    return map_stainless_error(exc, openai, httpx2)
 
 
 def from_openai_event(data: bytes) -> JSON | None:
