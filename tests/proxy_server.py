@@ -83,3 +83,10 @@ def wait_healthy(proxy: RunningProxy, timeout: float = 30.0) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError(f"omni-llm serve did not become healthy:\n{proxy.logs()}")
+
+
+def sse_events(response: httpx.Response) -> list[bytes]:
+    """Raw `data:` payloads of an SSE response, byte-level, as curl -N would see them."""
+    raw = b"".join(response.iter_raw())
+    assert raw.endswith(b"\n\n"), "every SSE event ends with a blank line"
+    return [event[len(b"data: "):] for event in raw.split(b"\n\n") if event]

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes import anthropic as fake_anthropic
 from tests.fakes.server import Recorder, serve_app
-from tests.proxy_server import RunningProxy, free_port, run_proxy
+from tests.proxy_server import RunningProxy, free_port, run_proxy, sse_events
 
 UPSTREAM_KEY = "sk-ant-upstream-secret-0123456789"
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -66,11 +66,6 @@ def sent(anthropic_upstream: tuple[str, Recorder]) -> Any:
     """The body of the last request the fake received (call after the request)."""
     return lambda: anthropic_upstream[1].last().body
 
-
-def sse_events(response: httpx.Response) -> list[bytes]:
-    raw = b"".join(response.iter_raw())
-    assert raw.endswith(b"\n\n")
-    return [event[len(b"data: "):] for event in raw.split(b"\n\n") if event]
 
 
 def test_chat_maps_request_and_response(client: openai.OpenAI, anthropic_upstream: tuple[str, Recorder],

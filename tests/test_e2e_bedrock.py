@@ -23,7 +23,7 @@ from starlette.routing import Route
 from proxy.config import Deployment, ProviderConfig
 from tests.fakes import bedrock as fake_bedrock
 from tests.fakes.server import Recorder, serve_app
-from tests.proxy_server import RunningProxy, run_proxy
+from tests.proxy_server import RunningProxy, run_proxy, sse_events
 from translators.bedrock import BedrockProvider
 
 SESSION_TOKEN = "session-token-secret-0123456789"
@@ -94,10 +94,6 @@ def proxy(upstream: tuple[str, Recorder]) -> Iterator[RunningProxy]:
 def client(proxy: RunningProxy) -> openai.OpenAI:
     return openai.OpenAI(base_url=proxy.v1, api_key="unused", max_retries=0)
 
-
-def sse_events(response: httpx.Response) -> list[bytes]:
-    raw = b"".join(response.iter_raw())
-    return [event[len(b"data: "):] for event in raw.split(b"\n\n") if event]
 
 
 def stream_raw(proxy: RunningProxy, body: dict[str, Any]) -> list[bytes]:

@@ -14,7 +14,7 @@ import pytest
 
 from tests.fakes import cohere as fake_cohere
 from tests.fakes.server import Recorder, serve_app
-from tests.proxy_server import RunningProxy, run_proxy
+from tests.proxy_server import RunningProxy, run_proxy, sse_events
 
 UPSTREAM_KEY = "co-upstream-secret-0123456789"
 PNG = "data:image/png;base64,iVBORw0KGgo="
@@ -68,10 +68,6 @@ def client(proxy: RunningProxy) -> openai.OpenAI:
 def sent(upstream: tuple[str, Recorder]) -> dict[str, Any]:
     return upstream[1].last().body  # type: ignore[no-any-return]
 
-
-def sse_events(response: httpx.Response) -> list[bytes]:
-    raw = b"".join(response.iter_raw())
-    return [event[len(b"data: "):] for event in raw.split(b"\n\n") if event]
 
 
 def test_chat_maps_params_and_usage(client: openai.OpenAI, cohere_upstream: tuple[str, Recorder]) -> None:

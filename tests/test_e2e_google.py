@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from proxy.config import Deployment, ProviderConfig
 from tests.fakes import google as fake_google
 from tests.fakes.server import Recorder, serve_app
-from tests.proxy_server import RunningProxy, run_proxy
+from tests.proxy_server import RunningProxy, run_proxy, sse_events
 from translators.google import GoogleProvider
 
 GEMINI_KEY = "AIza-gemini-secret-0123456789"
@@ -92,11 +92,6 @@ def client(proxy: RunningProxy) -> openai.OpenAI:
 def b64(value: str) -> bytes:
     return base64.urlsafe_b64decode(value.replace("+", "-").replace("/", "_"))
 
-
-def sse_events(response: httpx.Response) -> list[bytes]:
-    raw = b"".join(response.iter_raw())
-    assert raw.endswith(b"\n\n")
-    return [event[len(b"data: "):] for event in raw.split(b"\n\n") if event]
 
 
 def test_gemini_chat_maps_request_and_usage(client: openai.OpenAI, google_upstream: tuple[str, Recorder]) -> None:

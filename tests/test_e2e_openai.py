@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.fakes.server import Recorder
-from tests.proxy_server import RunningProxy, run_proxy
+from tests.proxy_server import RunningProxy, run_proxy, sse_events
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 
@@ -54,12 +54,6 @@ def proxy(openai_upstream: tuple[str, Recorder]) -> Iterator[RunningProxy]:
 def client(proxy: RunningProxy) -> openai.OpenAI:
     return openai.OpenAI(base_url=proxy.v1, api_key="unused", max_retries=0)
 
-
-def sse_events(response: httpx.Response) -> list[bytes]:
-    """Raw `data:` payloads, byte-level, as curl -N would see them."""
-    raw = b"".join(response.iter_raw())
-    assert raw.endswith(b"\n\n")
-    return [event[len(b"data: "):] for event in raw.split(b"\n\n") if event]
 
 
 def test_chat_non_stream_passes_through_and_renames_model(client: openai.OpenAI, openai_upstream: tuple[str, Recorder]) -> None:
