@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -90,3 +91,19 @@ def sse_events(response: httpx.Response) -> list[bytes]:
     raw = b"".join(response.iter_raw())
     assert raw.endswith(b"\n\n"), "every SSE event ends with a blank line"
     return [event[len(b"data: "):] for event in raw.split(b"\n\n") if event]
+
+
+def collect_tool_calls(chunks: list[Any]) -> dict[int, dict[str, str]]:
+    """Streamed OpenAI tool-call deltas (SDK chunk objects) -> {index: {id, name, args}}.
+
+    Asserts the streaming rule of CONTRACT §5: only a call's first delta carries its id.
+    """
+    calls: dict[int, dict[str, str]] = {}
+    for chunk in chunks:
+        for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            entry = calls.setdefault(call.index, {"id": "", "name": "", "args": ""})
+            if call.id:
+                assert entry["id"] == "", "only the first delta of a call carries its id"
+                entry["id"], entry["name"] = call.id, call.function.name
+            entry["args"] += call.function.arguments or ""
+    return calls

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes import anthropic as fake_anthropic
 from tests.fakes.server import Recorder, serve_app
-from tests.proxy_server import RunningProxy, free_port, run_proxy, sse_events
+from tests.proxy_server import RunningProxy, collect_tool_calls, free_port, run_proxy, sse_events
 
 UPSTREAM_KEY = "sk-ant-upstream-secret-0123456789"
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -143,14 +143,7 @@ def test_tools_non_stream(client: openai.OpenAI, sent: Any) -> None:
 def test_stream_parallel_tool_calls_with_interleaved_fragments(client: openai.OpenAI) -> None:
     chunks = list(client.chat.completions.create(
         model="claude-tools", messages=[{"role": "user", "content": "x"}], stream=True, tools=[WEATHER, TIME]))
-    calls: dict[int, dict[str, str]] = {}
-    for chunk in chunks:
-        for call in chunk.choices[0].delta.tool_calls or []:
-            entry = calls.setdefault(call.index, {"id": "", "name": "", "args": ""})
-            if call.id:
-                assert entry["id"] == "", "only the first delta of a call carries its id"
-                entry["id"], entry["name"] = call.id, call.function.name
-            entry["args"] += call.function.arguments or ""
+    calls = collect_tool_calls(chunks)
     assert sorted(calls) == [0, 1]
     assert [orjson.loads(calls[i]["args"]) for i in (0, 1)] == [{"city": "Paris"}, {"tz": "CET"}]
     assert [calls[i]["name"] for i in (0, 1)] == ["get_weather", "get_time"]

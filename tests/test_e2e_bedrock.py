@@ -23,7 +23,7 @@ from starlette.routing import Route
 from proxy.config import Deployment, ProviderConfig
 from tests.fakes import bedrock as fake_bedrock
 from tests.fakes.server import Recorder, serve_app
-from tests.proxy_server import RunningProxy, run_proxy, sse_events
+from tests.proxy_server import RunningProxy, collect_tool_calls, run_proxy, sse_events
 from translators.bedrock import BedrockProvider
 
 SESSION_TOKEN = "session-token-secret-0123456789"
@@ -157,14 +157,7 @@ def test_tools_non_stream(client: openai.OpenAI, upstream: tuple[str, Recorder])
 def test_streamed_parallel_tool_calls(client: openai.OpenAI) -> None:
     chunks = list(client.chat.completions.create(
         model="tools", messages=[{"role": "user", "content": "x"}], stream=True, tools=[WEATHER]))
-    calls: dict[int, dict[str, str]] = {}
-    for chunk in chunks:
-        for call in chunk.choices[0].delta.tool_calls or []:
-            entry = calls.setdefault(call.index, {"id": "", "name": "", "args": ""})
-            if call.id:
-                assert entry["id"] == "", "only the first delta of a call carries its id"
-                entry["id"], entry["name"] = call.id, call.function.name
-            entry["args"] += call.function.arguments or ""
+    calls = collect_tool_calls(chunks)
     assert sorted(calls) == [0, 1]
     assert [(calls[i]["id"], json.loads(calls[i]["args"])) for i in (0, 1)] == [
         ("tooluse_weather_1", {"city": "Paris"}), ("tooluse_time_2", {"tz": "CET"})]

@@ -14,7 +14,7 @@ import pytest
 
 from tests.fakes import cohere as fake_cohere
 from tests.fakes.server import Recorder, serve_app
-from tests.proxy_server import RunningProxy, run_proxy, sse_events
+from tests.proxy_server import RunningProxy, collect_tool_calls, run_proxy, sse_events
 
 UPSTREAM_KEY = "co-upstream-secret-0123456789"
 PNG = "data:image/png;base64,iVBORw0KGgo="
@@ -149,16 +149,8 @@ def test_tool_calls_with_plan(client: openai.OpenAI, cohere_upstream: tuple[str,
 def test_streamed_parallel_tool_calls(client: openai.OpenAI) -> None:
     chunks = list(client.chat.completions.create(
         model="co-tools", messages=[{"role": "user", "content": "x"}], stream=True, tools=TOOLS))
-    calls: dict[int, dict[str, str]] = {}
-    plan = ""
-    for chunk in chunks:
-        plan += (chunk.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
-        for call in chunk.choices[0].delta.tool_calls or []:
-            entry = calls.setdefault(call.index, {"id": "", "name": "", "args": ""})
-            if call.id:
-                assert entry["id"] == "", "only the first delta of a call carries its id"
-                entry["id"], entry["name"] = call.id, call.function.name
-            entry["args"] += call.function.arguments or ""
+    plan = "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks)
+    calls = collect_tool_calls(chunks)
     assert plan == fake_cohere.TOOL_PLAN
     assert sorted(calls) == [0, 1]
     assert [(calls[i]["id"], calls[i]["name"]) for i in (0, 1)] == [("get_weather_0abc", "get_weather"),

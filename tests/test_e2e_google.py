@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from proxy.config import Deployment, ProviderConfig
 from tests.fakes import google as fake_google
 from tests.fakes.server import Recorder, serve_app
-from tests.proxy_server import RunningProxy, run_proxy, sse_events
+from tests.proxy_server import RunningProxy, collect_tool_calls, run_proxy, sse_events
 from translators.google import GoogleProvider
 
 GEMINI_KEY = "AIza-gemini-secret-0123456789"
@@ -135,14 +135,7 @@ def test_streamed_parallel_tool_calls(client: openai.OpenAI) -> None:
     chunks = list(client.chat.completions.create(
         model="gem-tools", messages=[{"role": "user", "content": "weather and time?"}], stream=True, tools=TOOLS,
     ))
-    calls: dict[int, dict[str, str]] = {}
-    for chunk in chunks:
-        for call in chunk.choices[0].delta.tool_calls or []:
-            entry = calls.setdefault(call.index, {"id": "", "name": "", "args": ""})
-            if call.id:
-                assert entry["id"] == ""
-                entry["id"], entry["name"] = call.id, call.function.name
-            entry["args"] += call.function.arguments or ""
+    calls = collect_tool_calls(chunks)
     assert sorted(calls) == [0, 1]
     assert [calls[i]["name"] for i in (0, 1)] == ["get_weather", "get_time"]
     assert [orjson.loads(calls[i]["args"]) for i in (0, 1)] == [{"city": "Paris"}, {"tz": "CET"}]

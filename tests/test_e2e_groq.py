@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes import groq as fake_groq
 from tests.fakes.server import Recorder, serve_app
-from tests.proxy_server import RunningProxy, run_proxy
+from tests.proxy_server import RunningProxy, collect_tool_calls, run_proxy
 
 UPSTREAM_KEY = "gsk-upstream-secret-0123456789"
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
@@ -66,13 +66,7 @@ def test_stream_parallel_tool_calls_keep_ids_and_usage(client: openai.OpenAI) ->
     chunks = list(client.chat.completions.create(
         model="tools", messages=[{"role": "user", "content": "x"}], tools=TOOLS, stream=True,
         stream_options={"include_usage": True}))
-    calls: dict[int, dict[str, str]] = {}
-    for chunk in chunks:
-        for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
-            entry = calls.setdefault(call.index, {"id": "", "name": "", "args": ""})
-            if call.id:
-                entry["id"], entry["name"] = call.id, call.function.name
-            entry["args"] += call.function.arguments or ""
+    calls = collect_tool_calls(chunks)
     assert [(calls[i]["id"], calls[i]["name"], orjson.loads(calls[i]["args"])) for i in sorted(calls)] == [
         ("call_gq01", "get_weather", {"city": "Paris"}), ("call_gq02", "get_time", {"tz": "CET"})]
     assert chunks[-2].choices[0].finish_reason == "tool_calls"

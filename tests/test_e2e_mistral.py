@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes import mistral as fake_mistral
 from tests.fakes.server import Recorder, serve_app
-from tests.proxy_server import RunningProxy, run_proxy
+from tests.proxy_server import RunningProxy, collect_tool_calls, run_proxy
 
 UPSTREAM_KEY = "mistral-upstream-secret-0123456789"
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
@@ -82,14 +82,7 @@ def test_stream_parallel_tool_calls(client: openai.OpenAI, upstream: tuple[str, 
     chunks = list(client.chat.completions.create(
         model="tools", messages=[{"role": "user", "content": "x"}], tools=TOOLS, tool_choice="required", stream=True,
         stream_options={"include_usage": True}))
-    calls: dict[int, dict[str, str]] = {}
-    for chunk in chunks:
-        for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
-            entry = calls.setdefault(call.index, {"id": "", "name": "", "args": ""})
-            if call.id:
-                assert entry["id"] == ""
-                entry["id"], entry["name"] = call.id, call.function.name
-            entry["args"] += call.function.arguments or ""
+    calls = collect_tool_calls(chunks)
     assert [(calls[i]["id"], calls[i]["name"], orjson.loads(calls[i]["args"])) for i in sorted(calls)] == [
         ("Wx1Ab2Cd3", "get_weather", {"city": "Paris"}), ("Tm4Ef5Gh6", "get_time", {"tz": "CET"})]
     assert chunks[-2].choices[0].finish_reason == "tool_calls"

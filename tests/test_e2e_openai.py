@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.fakes.server import Recorder
-from tests.proxy_server import RunningProxy, run_proxy, sse_events
+from tests.proxy_server import RunningProxy, collect_tool_calls, run_proxy, sse_events
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 
@@ -132,14 +132,7 @@ def test_stream_tool_call_fragments(client: openai.OpenAI) -> None:
         model="tools", messages=[{"role": "user", "content": "x"}], stream=True,
         tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
     ))
-    calls: dict[int, dict[str, str]] = {}
-    for chunk in chunks:
-        for call in chunk.choices[0].delta.tool_calls or []:
-            entry = calls.setdefault(call.index, {"id": "", "name": "", "args": ""})
-            if call.id:
-                assert entry["id"] == "", "only the first delta of a call carries its id"
-                entry["id"], entry["name"] = call.id, call.function.name
-            entry["args"] += call.function.arguments or ""
+    calls = collect_tool_calls(chunks)
     assert sorted(calls) == [0, 1]
     assert [orjson.loads(calls[i]["args"]) for i in (0, 1)] == [{"city": "Paris"}, {"tz": "CET"}]
     assert calls[0]["id"] == "call_weather_1"
