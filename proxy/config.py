@@ -7,6 +7,7 @@ can list them all. The result is plain frozen data the router reads.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -19,22 +20,6 @@ import yaml
 from translators import PROVIDER_TYPES
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-SERVER_DEFAULTS: dict[str, Any] = {
-    "api_keys": [],
-    "cors_origins": ["*"],
-    "max_request_bytes": 10 * 1024 * 1024,
-    "request_timeout_s": 600.0,
-    "drop_unsupported_params": True,
-}
-ROUTER_DEFAULTS: dict[str, Any] = {
-    "cooldown_failures": 3,  # consecutive-ish failures within the window that trip a deployment
-    "cooldown_window_s": 60.0,
-    "cooldown_s": 30.0,
-    "retry_after_cap_s": 10.0,  # a longer upstream Retry-After means: move on
-    "first_token_timeout_s": 60.0,
-}
-
 
 class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
@@ -79,18 +64,18 @@ class Deployment:
 class ServerConfig:
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ("*",)
-    max_request_bytes: int = SERVER_DEFAULTS["max_request_bytes"]
-    request_timeout_s: float = SERVER_DEFAULTS["request_timeout_s"]
+    max_request_bytes: int = 10 * 1024 * 1024
+    request_timeout_s: float = 600.0
     drop_unsupported_params: bool = True
 
 
 @dataclass(frozen=True)
 class RouterConfig:
-    cooldown_failures: int = ROUTER_DEFAULTS["cooldown_failures"]
-    cooldown_window_s: float = ROUTER_DEFAULTS["cooldown_window_s"]
-    cooldown_s: float = ROUTER_DEFAULTS["cooldown_s"]
-    retry_after_cap_s: float = ROUTER_DEFAULTS["retry_after_cap_s"]
-    first_token_timeout_s: float = ROUTER_DEFAULTS["first_token_timeout_s"]
+    cooldown_failures: int = 3  # failures within the window that trip a deployment
+    cooldown_window_s: float = 60.0
+    cooldown_s: float = 30.0
+    retry_after_cap_s: float = 10.0  # a longer upstream Retry-After means: move on
+    first_token_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -178,8 +163,8 @@ class _Validator:
             raise ConfigError(["(root): expected a mapping with server, providers, models, strategies"])
         for key in raw.keys() - {"server", "providers", "models", "strategies", "router"}:
             self.fail(str(key), "unknown key")
-        server = ServerConfig(**self.section(raw.get("server"), "server", SERVER_DEFAULTS))
-        router = RouterConfig(**self.section(raw.get("router"), "router", ROUTER_DEFAULTS))
+        server = ServerConfig(**self.section(raw.get("server"), "server", ServerConfig))
+        router = RouterConfig(**self.section(raw.get("router"), "router", RouterConfig))
         providers = self.providers(raw.get("providers"))
         models = self.models(raw.get("models"), providers)
         strategies = self.strategies(raw.get("strategies"), models)
@@ -226,7 +211,9 @@ class _Validator:
         return [v for v in items if v is not None]
 
     # -- sections ------------------------------------------------------------
-    def section(self, raw: Any, path: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    def section(self, raw: Any, path: str, cls: type) -> dict[str, Any]:
+        """A flat section whose keys, types and defaults are those of dataclass `cls`."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         if raw is None:
             return {}
         if not isinstance(raw, dict):
@@ -238,7 +225,7 @@ class _Validator:
             default = defaults.get(key)
             if key not in defaults:
                 self.fail(where, "unknown key")
-            elif isinstance(default, list):
+            elif isinstance(default, tuple):
                 items = self.strings(value, where)
                 out[key] = tuple(v for v in items if v)  # "" from an unset ${VAR:-} means "none"
             elif isinstance(default, bool):
