@@ -97,18 +97,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{args.port}"
-    server = _AnnouncingServer(uv_config, url)
     if args.workers > 1:
         from uvicorn.supervisors import Multiprocess
 
         sock = uv_config.bind_socket()
         print(f"Omni-LLM listening on {url} ({args.workers} workers)", flush=True)
-        Multiprocess(uv_config, target=server.run, sockets=[sock]).run()
+        Multiprocess(uv_config, sockets=[sock]).run()
     else:
         # uvicorn drains, then re-raises the signal it caught with the previous handler: make that
         # handler a no-op so a drained SIGTERM exits with status 0 (CONTRACT §2).
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
-        server.run()
+        _AnnouncingServer(uv_config, url).run()
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import struct
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -211,7 +212,6 @@ def test_client_disconnect_closes_upstream(proxy: RunningProxy, openai_upstream:
     while recorder.closed_streams == before and deadline:
         httpx.get(proxy.url + "/health")
         deadline -= 1
-        import time
         time.sleep(0.05)
     assert recorder.closed_streams > before
 

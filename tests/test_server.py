@@ -195,3 +195,13 @@ def test_refuses_public_bind_without_keys(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
+
+
+def test_multiple_workers_serve_and_drain() -> None:
+    with run_proxy(CONFIG, args=["--workers", "2"]) as running:
+        answers = {httpx.post(running.v1 + "/chat/completions", json=CHAT, headers=AUTH).json()["model"]
+                   for _ in range(6)}
+        assert answers == {"demo"}
+        assert f"Omni-LLM listening on {running.url} (2 workers)" in running.logs()
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(timeout=20) == 0
