@@ -2,9 +2,10 @@
 
 The request already is the vendor's format, so nothing is translated: the body
 goes out as the client sent it (with the upstream model id), and the response
-comes back as raw JSON. The SDK is used for what it is good at — auth, base
-URL, headers, typed HTTP errors — through its low-level `post(...,
-cast_to=httpx2.Response)`, which skips per-chunk pydantic parsing. Streams are
+comes back as raw JSON. The SDK client supplies the base URL, auth and
+headers; the bytes go through the lean client of `translators.http` (or the
+SDK's own low-level `post`, when an environment proxy applies), so no
+pydantic model is built per response or chunk. Streams are
 data-only SSE ending in `data: [DONE]`; an in-band `{"error": ...}` frame is a
 failure (https://platform.openai.com/docs/api-reference/chat-streaming).
 """
@@ -22,6 +23,7 @@ from proxy.config import Deployment, ProviderConfig
 from proxy.errors import ProxyError, UpstreamError, UpstreamTimeout, parse_retry_after, upstream_status_error
 from proxy.sse import iter_sse_data
 from translators.base import CHAT, EMBEDDINGS, JSON, JSON_SCHEMA, STREAM, TOOLS, VISION
+from translators.http import SDKSender, map_http_error
 
 
 def error_message(body: Any, fallback: str) -> str:
@@ -76,7 +78,7 @@ class OpenAIProvider:
     supported_params: ClassVar[frozenset[str] | None] = None  # pass-through: the upstream judges
 
     def __init__(self, config: ProviderConfig) -> None:
-        self._client = openai.AsyncOpenAI(
+        client = openai.AsyncOpenAI(
             api_key=config.get("api_key", "not-needed"),
             base_url=config.get("base_url"),
             organization=config.get("organization"),
@@ -85,16 +87,11 @@ class OpenAIProvider:
             timeout=config.timeout_s or 600.0,
             default_headers=dict(config.headers) or None,
         )
-
-    def _options(self, deployment: Deployment) -> Any:
-        return {"timeout": deployment.timeout_s} if deployment.timeout_s else {}
+        self._sender = SDKSender(client, httpx2.Response, lambda body: error_message(body, ""))
 
     async def chat(self, request: JSON, deployment: Deployment) -> JSON:
-        body = {**request, "model": deployment.model}
-        response = await self._client.post(
-            "/chat/completions", cast_to=httpx2.Response, body=body, options=self._options(deployment)
-        )
-        result = orjson.loads(response.content)
+        response = await self._sender.post("/chat/completions", {**request, "model": deployment.model}, deployment.timeout_s)
+        result = orjson.loads(await response.aread())
         if not isinstance(result, dict) or not isinstance(result.get("choices"), list):
             raise UpstreamError("upstream sent a malformed chat completion")
         return result
@@ -102,14 +99,7 @@ class OpenAIProvider:
     async def stream(self, request: JSON, deployment: Deployment) -> AsyncIterator[JSON]:
         options = request.get("stream_options") or {}
         body = {**request, "model": deployment.model, "stream": True, "stream_options": {**options, "include_usage": True}}
-        response = await self._client.post(
-            "/chat/completions",
-            cast_to=httpx2.Response,
-            body=body,
-            options=self._options(deployment),
-            stream=True,
-            stream_cls=None,
-        )
+        response = await self._sender.post("/chat/completions", body, deployment.timeout_s)
         try:
             async for data in iter_sse_data(response.aiter_bytes()):
                 chunk = from_openai_event(data)
@@ -120,17 +110,14 @@ class OpenAIProvider:
             await response.aclose()
 
     async def embed(self, request: JSON, deployment: Deployment) -> JSON:
-        body = {**request, "model": deployment.model}
-        response = await self._client.post(
-            "/embeddings", cast_to=httpx2.Response, body=body, options=self._options(deployment)
-        )
-        result = orjson.loads(response.content)
+        response = await self._sender.post("/embeddings", {**request, "model": deployment.model}, deployment.timeout_s)
+        result = orjson.loads(await response.aread())
         if not isinstance(result, dict) or not isinstance(result.get("data"), list):
             raise UpstreamError("upstream sent a malformed embedding response")
         return result
 
     def map_error(self, exc: BaseException) -> ProxyError | None:
-        return map_openai_error(exc)
+        return map_http_error(exc) or map_openai_error(exc)
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._sender.aclose()
