@@ -12,17 +12,17 @@ import base64
 import contextlib
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from proxy.config import Config, load_config
 from proxy.errors import InvalidRequest, ModelNotFound, NotFound, ProxyError, UpstreamTimeout
@@ -35,10 +35,60 @@ from proxy.streaming import Stream, StreamRelay, open_stream, relay
 from translators.base import JSON, Provider
 
 _JSON = "application/json"
+_JSON_TYPE = (b"content-type", b"application/json")
+_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no")]
 
 
 def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(obj), status_code=status, media_type=_JSON, headers=headers)
+
+
+async def read_body(receive: Receive) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
+async def send_json(send: Send, obj: Any, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = orjson.dumps(obj)
+    raw = [_JSON_TYPE, (b"content-length", str(len(body)).encode())]
+    if headers:
+        raw += headers
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+class Endpoint:
+    """A hot route as a raw ASGI app (no Starlette Request/Response): errors rendered, metrics kept."""
+
+    def __init__(self, gateway: Gateway, route: str, handler: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.gateway = gateway
+        self.route = route
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        try:
+            await self.handler(scope, receive, send)
+        except ProxyError as error:
+            fields = scope["state"]["log"]
+            fields["error"] = self.gateway.scrub(error.message)
+            self.gateway.metrics.observe(self.route, fields.get("model", ""), fields.get("provider", ""),
+                                         error.status, time.perf_counter() - started)
+            await send_json(send, self.gateway.render_error(error), error.status,
+                            [(k.encode(), v.encode()) for k, v in error.headers().items()])
+        except ClientGone:
+            pass
 
 
 class Gateway:
@@ -66,40 +116,38 @@ class Gateway:
     def error_response(self, error: ProxyError) -> Response:
         return _json(self.render_error(error), error.status, error.headers())
 
-    def endpoint(self, route: str, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    def errors_rendered(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request) -> Response:
-            started = time.perf_counter()
             try:
                 return await handler(request)
             except ProxyError as error:
-                fields = request.state.log
-                fields["error"] = self.scrub(error.message)
-                self.metrics.observe(route, fields.get("model", ""), fields.get("provider", ""), error.status,
-                                     time.perf_counter() - started)
+                request.state.log["error"] = self.scrub(error.message)
                 return self.error_response(error)
 
         return wrapped
 
     # -- chat ------------------------------------------------------------------
-    async def chat_completions(self, request: Request) -> Response:
+    async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        body = parse_json_object(await request.body())
+        body = parse_json_object(await read_body(receive))
         validate(ChatRequest, body)
-        request.state.log["model"] = body["model"]
+        state = scope["state"]
+        state["log"]["model"] = body["model"]
         chain = resolve_chain(self.config, body)
         if body.get("stream"):
-            return await self._stream(request, body, chain, started)
+            await self._stream(scope, receive, send, body, chain, started)
+            return
         served: Served[JSON] = await self._bounded(self.router.run(chain, body, "chat", _chat))
         result = served.result
         result["model"] = served.deployment.name
         result.setdefault("object", "chat.completion")
         result.setdefault("created", int(time.time()))
         if not result.get("id"):
-            result["id"] = f"chatcmpl-{request.state.request_id}"
-        cost = self._account("chat", request, served, result.get("usage"), started)
-        return _json(result, headers=self._headers(served, started, cost))
+            result["id"] = f"chatcmpl-{state['request_id']}"
+        cost = self._account("chat", state, served, result.get("usage"), started)
+        await send_json(send, result, headers=self._headers(served, started, cost))
 
-    async def _stream(self, request: Request, body: JSON, chain: Any, started: float) -> Response:
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, body: JSON, chain: Any, started: float) -> None:
         first_token_timeout = self.config.router.first_token_timeout_s
 
         async def open_with_timeout(provider: Provider, req: JSON, deployment: Any) -> Stream:
@@ -113,24 +161,25 @@ class Gateway:
         first, rest = served.result
         provider = self.pool.get(served.deployment.provider)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        state = StreamRelay(first.get("id") or f"chatcmpl-{request.state.request_id}", served.deployment.name, include_usage)
+        state = scope["state"]
+        relay_state = StreamRelay(first.get("id") or f"chatcmpl-{state['request_id']}", served.deployment.name,
+                                  include_usage)
 
         def on_done(done: StreamRelay, error: ProxyError | None) -> None:
             if error is not None:
-                request.state.log["error"] = self.scrub(error.message)
-            self._account("chat", request, served, done.usage, started, status=error.status if error else 200)
+                state["log"]["error"] = self.scrub(error.message)
+            self._account("chat", state, served, done.usage, started, status=error.status if error else 200)
 
-        frames = relay(state, first, rest, lambda exc: to_proxy_error(provider, exc), self.render_error, on_done)
-        headers = self._headers(served, started, None)
-        headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
-        return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+        frames = relay(relay_state, first, rest, lambda exc: to_proxy_error(provider, exc), self.render_error, on_done)
+        await send_stream(receive, send, frames, _SSE_HEADERS + self._headers(served, started, None))
 
     # -- embeddings -------------------------------------------------------------
-    async def embeddings(self, request: Request) -> Response:
+    async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        body = parse_json_object(await request.body())
+        body = parse_json_object(await read_body(receive))
         validate(EmbeddingRequest, body)
-        request.state.log["model"] = body["model"]
+        state = scope["state"]
+        state["log"]["model"] = body["model"]
         chain = resolve_chain(self.config, body)
         served: Served[JSON] = await self._bounded(self.router.run(chain, body, "embedding", _embed))
         result = served.result
@@ -140,8 +189,8 @@ class Gateway:
                 if isinstance(item.get("embedding"), list):
                     vector = item["embedding"]
                     item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-        cost = self._account("embeddings", request, served, result.get("usage"), started)
-        return _json(result, headers=self._headers(served, started, cost))
+        cost = self._account("embeddings", state, served, result.get("usage"), started)
+        await send_json(send, result, headers=self._headers(served, started, cost))
 
     # -- models, health, metrics ------------------------------------------------
     def _ready_models(self) -> list[JSON]:
@@ -187,21 +236,22 @@ class Gateway:
         except TimeoutError:
             raise UpstreamTimeout(f"request did not complete within {limit:g} s") from None
 
-    def _headers(self, served: Served[Any], started: float, cost: float | None) -> dict[str, str]:
-        headers = {
-            "x-omni-provider": served.provider.name,
-            "x-omni-upstream-model": served.deployment.model,
-            "x-omni-latency-ms": str(round((time.perf_counter() - started) * 1000)),
-            "x-omni-attempts": ", ".join(served.attempts),
-        }
+    def _headers(self, served: Served[Any], started: float, cost: float | None) -> list[tuple[bytes, bytes]]:
+        headers = [
+            (b"x-omni-provider", served.provider.name.encode()),
+            (b"x-omni-upstream-model", served.deployment.model.encode()),
+            (b"x-omni-latency-ms", str(round((time.perf_counter() - started) * 1000)).encode()),
+            (b"x-omni-attempts", ", ".join(served.attempts).encode()),
+        ]
         if cost is not None:
-            headers["x-omni-cost-usd"] = f"{cost:.8f}"
+            headers.append((b"x-omni-cost-usd", f"{cost:.8f}".encode()))
         if served.dropped:
-            headers["x-omni-dropped-params"] = ",".join(served.dropped)
+            headers.append((b"x-omni-dropped-params", ",".join(served.dropped).encode()))
         return headers
 
     def _account(
-        self, route: str, request: Request, served: Served[Any], usage: JSON | None, started: float, status: int = 200
+        self, route: str, state: dict[str, Any], served: Served[Any], usage: JSON | None, started: float,
+        status: int = 200,
     ) -> float | None:
         deployment, provider = served.deployment, served.provider.name
         prompt = int((usage or {}).get("prompt_tokens") or 0)
@@ -209,11 +259,42 @@ class Gateway:
         cost = deployment.cost(prompt, completion) if usage else None
         self.metrics.observe(route, deployment.name, provider, status, time.perf_counter() - started)
         self.metrics.account(deployment.name, provider, usage, cost)
-        request.state.log.update(
+        state["log"].update(
             model=deployment.name, provider=provider, upstream_model=deployment.model,
             prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost,
         )
         return cost
+
+
+async def send_stream(receive: Receive, send: Send, frames: AsyncGenerator[bytes, None],
+                      headers: list[tuple[bytes, bytes]]) -> None:
+    """Relay SSE frames; a client that goes away cancels the relay (whose `finally` closes the upstream)."""
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    task = asyncio.current_task()
+    done = gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not done:
+            gone = True
+            task.cancel()  # type: ignore[union-attr]
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        async for frame in frames:
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        done = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()  # type: ignore[union-attr]
+    finally:
+        done = True
+        watcher.cancel()
+        await frames.aclose()
 
 
 async def _chat(provider: Provider, request: JSON, deployment: Any) -> JSON:
@@ -236,15 +317,15 @@ def create_app(config: Config | None = None) -> Starlette:
             error = NotFound(f"Unknown route: {request.method} {request.url.path}")
         return gateway.error_response(error)
 
-    endpoints = [
-        ("/chat/completions", "chat", gateway.chat_completions, ["POST"]),
-        ("/embeddings", "embeddings", gateway.embeddings, ["POST"]),
-        ("/models", "models", gateway.list_models, ["GET"]),
-        ("/models/{model_id:path}", "models", gateway.get_model, ["GET"]),
-    ]
-    routes = [
-        Route(prefix + path, gateway.endpoint(name, handler), methods=methods)
-        for path, name, handler, methods in endpoints
+    hot = {"/chat/completions": Endpoint(gateway, "chat", gateway.chat_completions),
+           "/embeddings": Endpoint(gateway, "embeddings", gateway.embeddings)}
+    # POSTs to these skip Starlette entirely (the middleware dispatches them); other
+    # methods reach the same endpoints through Starlette's router, which answers 405.
+    fast_routes = {prefix + path: endpoint for path, endpoint in hot.items() for prefix in ("/v1", "")}
+    routes = [Route(path, endpoint, methods=["POST"]) for path, endpoint in fast_routes.items()]
+    routes += [
+        Route(prefix + path, gateway.errors_rendered(handler), methods=["GET"])
+        for path, handler in (("/models", gateway.list_models), ("/models/{model_id:path}", gateway.get_model))
         for prefix in ("/v1", "")
     ]
     routes += [Route("/health", gateway.health, methods=["GET"]), Route("/metrics", gateway.metrics_endpoint, methods=["GET"])]
@@ -256,14 +337,7 @@ def create_app(config: Config | None = None) -> Starlette:
 
     app = Starlette(
         routes=routes,
-        middleware=[
-            Middleware(CORSMiddleware, allow_origins=list(config.server.cors_origins), allow_methods=["*"],
-                       allow_headers=["*"], expose_headers=["x-request-id", "x-omni-provider", "x-omni-upstream-model",
-                                                              "x-omni-latency-ms", "x-omni-cost-usd",
-                                                              "x-omni-dropped-params", "x-omni-attempts"]),
-            Middleware(GatewayMiddleware, api_keys=config.server.api_keys,
-                       max_request_bytes=config.server.max_request_bytes),
-        ],
+        middleware=[Middleware(GatewayMiddleware, server=config.server, fast_routes=fast_routes)],
         exception_handlers={404: not_found, 405: not_found},
         lifespan=lifespan,
     )

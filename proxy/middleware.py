@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request id, authentication, body-size limit, access log, last-resort 500.
+"""Pure ASGI middleware: request id, CORS, authentication, body-size limit, access log, last-resort 500.
 
 One middleware, not a stack of `BaseHTTPMiddleware`s: it adds no task or
 copy per request and keeps context variables intact.
@@ -11,11 +11,11 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.config import ServerConfig
 from proxy.errors import AuthenticationFailed, ProxyError, RequestTooLarge
 
 access_log = logging.getLogger("omni.access")
@@ -25,22 +25,26 @@ _OPEN_PATHS = frozenset({"/health"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def error_response_parts(error: ProxyError, request_id: str) -> tuple[dict[str, Any], list[tuple[bytes, bytes]], bytes]:
-    body = orjson.dumps(error.to_dict())
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode()),
-        *((k.encode(), v.encode()) for k, v in error.headers().items()),
-    ]
-    return {"type": "http.response.start", "status": error.status, "headers": headers}, headers, body
+_EXPOSE = b"x-request-id, x-omni-provider, x-omni-upstream-model, x-omni-latency-ms, x-omni-cost-usd, " \
+          b"x-omni-dropped-params, x-omni-attempts"
+_PREFLIGHT_MAX_AGE = b"600"
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, api_keys: tuple[str, ...], max_request_bytes: int) -> None:
+    """The one layer in front of every route.
+
+    Also CORS (origins from `server.cors_origins`; `*` allows any) and, for
+    speed, the dispatch of POSTs to the hot routes (`fast_routes`, exact paths),
+    which skip Starlette's routing and exception layers.
+    """
+
+    def __init__(self, app: ASGIApp, server: ServerConfig, fast_routes: dict[str, ASGIApp] | None = None) -> None:
         self.app = app
-        self._keys = [k.encode() for k in api_keys if k]
-        self._max = max_request_bytes
+        self._keys = [k.encode() for k in server.api_keys if k]
+        self._max = server.max_request_bytes
+        self._any_origin = "*" in server.cors_origins
+        self._origins = frozenset(o.encode() for o in server.cors_origins)
+        self._fast = fast_routes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,25 +58,31 @@ class GatewayMiddleware:
         state["request_id"] = request_id
         state["log"] = log_fields = {}
         status_holder = [0]
+        extra = [(b"x-request-id", request_id.encode())]
+        origin = headers.get(b"origin")
+        if origin is not None:
+            extra += self._cors(origin)
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         try:
+            if origin is not None and scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
+                status_holder[0] = await self._preflight(send_wrapper, origin, headers)
+                return
             error = self._check(scope, headers)
             if error is not None:
-                await self._send_error(send, error, request_id)
-                status_holder[0] = error.status
+                await self._send_error(send_wrapper, error)
                 return
-            await self.app(scope, self._limited(receive, headers), send_wrapper)
+            route = self._fast.get(scope["path"]) if scope["method"] == "POST" else None
+            await (route or self.app)(scope, self._limited(receive, headers), send_wrapper)
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
             if status_holder[0] == 0:
-                await self._send_error(send, ProxyError("The server had an error processing the request."), request_id)
-                status_holder[0] = 500
+                await self._send_error(send_wrapper, ProxyError("The server had an error processing the request."))
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 entry = {
@@ -84,6 +94,34 @@ class GatewayMiddleware:
                     **log_fields,
                 }
                 access_log.info(orjson.dumps(entry).decode())
+
+    # -- CORS ---------------------------------------------------------------------
+    def _allowed(self, origin: bytes) -> bytes | None:
+        if self._any_origin:
+            return b"*"
+        return origin if origin in self._origins else None
+
+    def _cors(self, origin: bytes) -> list[tuple[bytes, bytes]]:
+        allowed = self._allowed(origin)
+        if allowed is None:
+            return [(b"vary", b"Origin")]
+        return [(b"access-control-allow-origin", allowed), (b"access-control-expose-headers", _EXPOSE),
+                (b"vary", b"Origin")]
+
+    async def _preflight(self, send: Send, origin: bytes, headers: dict[bytes, bytes]) -> int:
+        if self._allowed(origin) is None:
+            status, body, allow = 400, b"Disallowed CORS origin", []
+        else:
+            status, body = 200, b"OK"
+            allow = [(b"access-control-allow-methods", b"DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"),
+                     (b"access-control-max-age", _PREFLIGHT_MAX_AGE)]
+            requested = headers.get(b"access-control-request-headers")
+            if requested:
+                allow.append((b"access-control-allow-headers", requested))
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()), *allow]})
+        await send({"type": "http.response.body", "body": body})
+        return status
 
     def _check(self, scope: Scope, headers: dict[bytes, bytes]) -> ProxyError | None:
         if self._keys and scope["path"] not in _OPEN_PATHS and scope["method"] != "OPTIONS":
@@ -121,7 +159,9 @@ class GatewayMiddleware:
         return receive_limited
 
     @staticmethod
-    async def _send_error(send: Send, error: ProxyError, request_id: str) -> None:
-        start, _, body = error_response_parts(error, request_id)
-        await send(start)
+    async def _send_error(send: Send, error: ProxyError) -> None:
+        body = orjson.dumps(error.to_dict())
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   *((k.encode(), v.encode()) for k, v in error.headers().items())]
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
