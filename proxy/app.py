@@ -162,7 +162,7 @@ class Gateway:
         provider = self.pool.get(served.deployment.provider)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         state = scope["state"]
-        relay_state = StreamRelay(first.get("id") or f"chatcmpl-{state['request_id']}", served.deployment.name,
+        relay_state = StreamRelay(first[0].get("id") or f"chatcmpl-{state['request_id']}", served.deployment.name,
                                   include_usage)
 
         def on_done(done: StreamRelay, error: ProxyError | None) -> None:

@@ -13,11 +13,12 @@ def encode_event(obj: object) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-async def iter_sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """Yield the `data` payload of each event of an SSE byte stream.
+async def iter_sse_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[bytes]]:
+    """Yield, per read, the `data` payloads of the SSE events that read completed.
 
     Handles `\\n`, `\\r\\n` line endings, multi-line data (joined with `\\n`),
-    comments and other fields (ignored), and events split across reads.
+    comments and other fields (ignored), and events split across reads. A read
+    that completes no event yields nothing.
     """
     buffer = b""
     data: list[bytes] = []
@@ -26,18 +27,28 @@ async def iter_sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         if b"\n" not in chunk:
             continue
         *lines, buffer = buffer.split(b"\n")
+        events = []
         for line in lines:
             if line.endswith(b"\r"):
                 line = line[:-1]
             if not line:
                 if data:
-                    yield b"\n".join(data)
+                    events.append(b"\n".join(data))
                     data = []
             elif line.startswith(b"data:"):
                 value = line[5:]
                 data.append(value[1:] if value.startswith(b" ") else value)
+        if events:
+            yield events
     if buffer.startswith(b"data:"):
         value = buffer[5:].rstrip(b"\r")
         data.append(value[1:] if value.startswith(b" ") else value)
     if data:
-        yield b"\n".join(data)
+        yield [b"\n".join(data)]
+
+
+async def iter_sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """Yield the `data` payload of each event of an SSE byte stream (see `iter_sse_batches`)."""
+    async for events in iter_sse_batches(chunks):
+        for event in events:
+            yield event

@@ -21,16 +21,22 @@ from proxy.errors import ProxyError, UpstreamError
 from proxy.sse import DONE, encode_event
 from translators.base import JSON, Provider
 
-Stream = tuple[JSON, AsyncIterator[JSON]]  # (first chunk with choices, the rest)
+# A translator's stream yields chunks, or lists of chunks (all one upstream read
+# carried), which the relay then writes to the client in one go.
+Item = JSON | list[JSON]
+# (the first chunk with choices and what came with it in the same read, the rest)
+Stream = tuple[list[JSON], AsyncIterator[Item]]
 
 
 async def open_stream(provider: Provider, request: JSON, deployment: Any) -> Stream:
     """Start the upstream stream and wait for its first chunk that has choices."""
-    iterator = provider.stream(request, deployment)
+    iterator: AsyncIterator[Item] = provider.stream(request, deployment)
     try:
-        async for chunk in iterator:
-            if chunk.get("choices"):
-                return chunk, iterator
+        async for item in iterator:
+            batch = item if type(item) is list else [item]
+            for i, chunk in enumerate(batch):
+                if chunk.get("choices"):
+                    return batch[i:], iterator
         raise UpstreamError("upstream stream ended before any content")
     except BaseException:
         await _aclose(iterator)
@@ -82,6 +88,9 @@ class StreamRelay:
                 choices[0]["delta"] = {"role": "assistant", **delta}
         return encode_event(chunk)
 
+    def frames(self, chunks: list[JSON]) -> bytes:
+        return b"".join([frame for chunk in chunks if (frame := self.frame(chunk))])
+
     def usage_frame(self) -> bytes | None:
         if not (self.include_usage and self.usage):
             return None
@@ -93,27 +102,25 @@ class StreamRelay:
 
 async def relay(
     relay_state: StreamRelay,
-    first: JSON,
-    rest: AsyncIterator[JSON],
+    first: list[JSON],
+    rest: AsyncIterator[Item],
     on_error: Callable[[BaseException], ProxyError],
     render_error: Callable[[ProxyError], JSON],
     on_done: Callable[[StreamRelay, ProxyError | None], None],
 ) -> AsyncIterator[bytes]:
     error: ProxyError | None = None
     try:
-        frame = relay_state.frame(first)
+        frame: bytes | None = relay_state.frames(first)
         if frame:
             yield frame
-        async for chunk in rest:
-            frame = relay_state.frame(chunk)
+        async for item in rest:
+            frame = relay_state.frames(item) if type(item) is list else relay_state.frame(item)
             if frame:
                 yield frame
         if not relay_state.finished:
             raise UpstreamError("upstream stream ended before the answer was complete")
         usage = relay_state.usage_frame()
-        if usage:
-            yield usage
-        yield DONE
+        yield usage + DONE if usage else DONE
     except Exception as exc:  # after the first byte: report in-band, never a clean [DONE]
         error = on_error(exc)
         yield encode_event(render_error(error))
@@ -122,7 +129,7 @@ async def relay(
         on_done(relay_state, error)
 
 
-async def _aclose(iterator: AsyncIterator[JSON]) -> None:
+async def _aclose(iterator: AsyncIterator[Item]) -> None:
     aclose = getattr(iterator, "aclose", None)
     if aclose is not None:
         await aclose()

@@ -10,7 +10,7 @@ import pytest
 
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError
 from proxy.schemas import ChatRequest, EmbeddingRequest, parse_json_object, validate
-from proxy.sse import iter_sse_data
+from proxy.sse import iter_sse_batches, iter_sse_data
 from proxy.streaming import StreamRelay, relay
 
 
@@ -28,35 +28,43 @@ def choice(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> di
     return {"choices": [c], **extra}
 
 
-async def run_relay(first: dict[str, Any], rest: list[Any], include_usage: bool) -> tuple[list[Any], StreamRelay, list[Any]]:
+async def run_relay(
+    first: dict[str, Any], rest: list[Any], include_usage: bool, batched: bool = False
+) -> tuple[list[Any], StreamRelay, list[Any]]:
+    """Relay `first` then `rest`; `batched`: the way a translator yields per read (one list, one frame write)."""
     state = StreamRelay("chatcmpl-1", "public", include_usage)
     done: list[Any] = []
     closed: list[bool] = []
 
     async def tracked() -> AsyncIterator[Any]:
         try:
-            async for item in chunks_of(rest):
+            async for item in chunks_of([rest] if batched else rest):
                 yield item
         finally:
             closed.append(True)
 
     frames = [
-        f async for f in relay(state, first, tracked(), lambda e: e if isinstance(e, ProxyError) else UpstreamError("x"),
+        f async for f in relay(state, [first], tracked(), lambda e: e if isinstance(e, ProxyError) else UpstreamError("x"),
                                lambda e: e.to_dict(), lambda s, err: done.append(err))
     ]
-    events = [orjson.loads(f[6:]) if f != b"data: [DONE]\n\n" else "[DONE]" for f in frames]
+    assert not batched or len(frames) <= 3, "first chunk, then one write per batch, then usage with [DONE]"
+    raw = b"".join(frames).split(b"\n\n")
+    assert raw.pop() == b""
+    events = [orjson.loads(e[6:]) if e != b"data: [DONE]" else "[DONE]" for e in raw]
     assert closed == [True], "the upstream iterator is always closed"
     return events, state, done
 
 
+@pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("include_usage", [True, False])
-async def test_invariants_and_usage(include_usage: bool) -> None:
+async def test_invariants_and_usage(include_usage: bool, batched: bool) -> None:
     usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     events, state, done = await run_relay(
         choice({"content": "Hel"}, id="upstream-id", model="upstream-model"),
         [choice({"content": "lo"}, usage=None), {"choices": []}, choice({}, "stop"), {"choices": [], "usage": usage},
          choice({"content": "late"})],
         include_usage,
+        batched,
     )
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
@@ -94,6 +102,8 @@ async def test_sse_decoder_handles_framing() -> None:
            b"data: tail"]
     got = [d async for d in iter_sse_data(chunks_of(raw))]
     assert got == [b'{"a":1}', b"x", b"l1\nl2", b"[DONE]", b"tail"]
+    batches = [b async for b in iter_sse_batches(chunks_of(raw))]
+    assert batches == [[b'{"a":1}'], [b"x", b"l1\nl2"], [b"[DONE]"], [b"tail"]]
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,9 @@ class Provider(Protocol):
     """One configured upstream account; built once, lazily, on first use, and cached.
 
     `chat` returns an OpenAI `chat.completion` dict, `stream` yields OpenAI
-    `chat.completion.chunk` dicts (the gateway fills in id, model and created),
+    `chat.completion.chunk` dicts (the gateway fills in id, model and created)
+    — or lists of them, everything one upstream read carried, which the gateway
+    then writes to the client at once —
     `embed` returns an OpenAI embedding list. The request is the client's OpenAI
     body minus gateway fields and dropped params; `deployment.model` is the
     upstream model id. Any exception is handed to `map_error`, which turns what
@@ -44,7 +46,7 @@ class Provider(Protocol):
 
     async def chat(self, request: JSON, deployment: Deployment) -> JSON: ...
 
-    def stream(self, request: JSON, deployment: Deployment) -> AsyncIterator[JSON]: ...
+    def stream(self, request: JSON, deployment: Deployment) -> AsyncIterator[JSON] | AsyncIterator[list[JSON]]: ...
 
     async def embed(self, request: JSON, deployment: Deployment) -> JSON: ...
 

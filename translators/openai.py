@@ -21,7 +21,7 @@ import orjson
 
 from proxy.config import Deployment, ProviderConfig
 from proxy.errors import ProxyError, UpstreamError, UpstreamTimeout, parse_retry_after, upstream_status_error
-from proxy.sse import iter_sse_data
+from proxy.sse import iter_sse_batches
 from translators.base import CHAT, EMBEDDINGS, JSON, JSON_SCHEMA, STREAM, TOOLS, VISION
 from translators.http import SDKSender, map_http_error
 
@@ -96,16 +96,26 @@ class OpenAIProvider:
             raise UpstreamError("upstream sent a malformed chat completion")
         return result
 
-    async def stream(self, request: JSON, deployment: Deployment) -> AsyncIterator[JSON]:
+    async def stream(self, request: JSON, deployment: Deployment) -> AsyncIterator[list[JSON]]:
+        """One list of chunks per upstream read."""
         options = request.get("stream_options") or {}
         body = {**request, "model": deployment.model, "stream": True, "stream_options": {**options, "include_usage": True}}
         response = await self._sender.post("/chat/completions", body, deployment.timeout_s)
         try:
-            async for data in iter_sse_data(response.aiter_bytes()):
-                chunk = from_openai_event(data)
-                if chunk is None:
-                    return
-                yield chunk
+            async for events in iter_sse_batches(response.aiter_bytes()):
+                chunks = []
+                for data in events:
+                    try:
+                        chunk = from_openai_event(data)
+                    except Exception:
+                        if chunks:  # what the read carried before the failure still reaches the client
+                            yield chunks
+                        raise
+                    if chunk is None:
+                        yield chunks
+                        return
+                    chunks.append(chunk)
+                yield chunks
         finally:
             await response.aclose()
 

@@ -12,6 +12,13 @@ from proxy.errors import ProxyError, UpstreamError, UpstreamTimeout, parse_retry
 from translators.anthropic.response import from_anthropic_error_event
 
 
+def anthropic_error_message(body: object) -> str | None:
+    """`error.message` of an error body (`{"type": "error", "error": {"type": ..., "message": ...}}`)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) else None
+
+
 def _message(exc: anthropic.APIStatusError) -> str:
     """Anthropic's own message (`error.message` of the body), not the SDK's "Error code: ..." wrapper."""
     return exc.api_message or exc.message

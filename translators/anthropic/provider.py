@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import anthropic
 import httpx2
@@ -11,10 +11,12 @@ import orjson
 
 from proxy.config import Deployment, ProviderConfig
 from proxy.errors import ProxyError, UpstreamError
-from translators.anthropic.errors import map_anthropic_error
+from proxy.sse import iter_sse_batches
+from translators.anthropic.errors import anthropic_error_message, map_anthropic_error
 from translators.anthropic.request import to_anthropic_request
 from translators.anthropic.response import AnthropicStreamState, from_anthropic_event, from_anthropic_response
 from translators.base import CHAT, JSON, JSON_SCHEMA, STREAM, TOOLS, VISION
+from translators.http import SDKSender, map_http_error
 
 MESSAGES_PATH = "/v1/messages"
 
@@ -27,50 +29,54 @@ class AnthropicProvider:
     })
 
     def __init__(self, config: ProviderConfig) -> None:
-        self._client = anthropic.AsyncAnthropic(
+        client = anthropic.AsyncAnthropic(
             api_key=config.get("api_key"),
             base_url=config.get("base_url"),
             max_retries=0,  # the router owns retries
             timeout=config.timeout_s or 600.0,
             default_headers=dict(config.headers) or None,
         )
+        # The SDK's base URL, auth and headers; the bytes go through translators.http (see there).
+        self._sender = SDKSender(client, httpx2.Response, anthropic_error_message)
 
     def _body(self, request: JSON, deployment: Deployment) -> JSON:
         return to_anthropic_request(request, deployment.model, deployment.options.get("max_tokens"))
 
-    def _options(self, deployment: Deployment) -> Any:
-        return {"timeout": deployment.timeout_s} if deployment.timeout_s else {}
-
     async def chat(self, request: JSON, deployment: Deployment) -> JSON:
-        response = await self._client.post(
-            MESSAGES_PATH, cast_to=httpx2.Response, body=self._body(request, deployment),
-            options=self._options(deployment),
-        )
-        message = orjson.loads(response.content)
+        response = await self._sender.post(MESSAGES_PATH, self._body(request, deployment), deployment.timeout_s)
+        message = orjson.loads(await response.aread())
         if not isinstance(message, dict) or not isinstance(message.get("content"), list):
             raise UpstreamError("upstream sent a malformed message")
         return from_anthropic_response(message)
 
-    async def stream(self, request: JSON, deployment: Deployment) -> AsyncIterator[JSON]:
-        # Raw events as dicts: the SDK still frames the SSE (event: lines, ping, in-band
-        # `event: error` raised as APIStatusError) but builds no pydantic model per event.
-        events = await self._client.post(
-            MESSAGES_PATH, cast_to=object, body={**self._body(request, deployment), "stream": True},
-            options=self._options(deployment), stream=True, stream_cls=anthropic.AsyncStream[object],
-        )
+    async def stream(self, request: JSON, deployment: Deployment) -> AsyncIterator[list[JSON]]:
+        """One list of chunks per upstream read. Events are told apart by their `type`, so only
+        `data:` lines are read; an `error` event raises (see `from_anthropic_event`)."""
+        body = {**self._body(request, deployment), "stream": True}
+        response = await self._sender.post(MESSAGES_PATH, body, deployment.timeout_s)
         state = AnthropicStreamState()
         try:
-            async for event in events:
-                if not isinstance(event, dict):
-                    raise UpstreamError("upstream sent a malformed stream event")
-                chunk = from_anthropic_event(event, state)
-                if chunk is not None:
-                    yield chunk
+            async for events in iter_sse_batches(response.aiter_bytes()):
+                chunks = []
+                for data in events:
+                    try:
+                        event = orjson.loads(data)
+                        if not isinstance(event, dict):
+                            raise UpstreamError("upstream sent a malformed stream event")
+                        chunk = from_anthropic_event(event, state)
+                    except Exception:
+                        if chunks:  # what the read carried before the failure still reaches the client
+                            yield chunks
+                        raise
+                    if chunk is not None:
+                        chunks.append(chunk)
+                if chunks:
+                    yield chunks
         finally:
-            await events.close()
+            await response.aclose()
 
     def map_error(self, exc: BaseException) -> ProxyError | None:
-        return map_anthropic_error(exc)
+        return map_http_error(exc) or map_anthropic_error(exc)
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._sender.aclose()
