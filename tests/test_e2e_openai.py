@@ -195,6 +195,8 @@ def test_error_after_first_byte_is_an_event_without_done(proxy: RunningProxy, cl
         last = orjson.loads(events[-1])
         assert set(last["error"]) == {"message", "type", "param", "code"}
         assert orjson.loads(events[1])["choices"][0]["delta"]["content"] == "echo:"
+        # Everything sent before the failure is relayed, even when it arrived in the same read.
+        assert "".join(orjson.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1]) == "echo: a"
         with pytest.raises(openai.APIError):
             list(client.chat.completions.create(model=model, messages=[{"role": "user", "content": "a b c"}], stream=True))
 
