@@ -30,7 +30,7 @@ from proxy.metrics import Metrics
 from proxy.middleware import GatewayMiddleware
 from proxy.router import ProviderPool, Router, Served, to_proxy_error
 from proxy.routing import resolve_chain
-from proxy.schemas import ChatRequest, EmbeddingRequest, parse_json_object, validate
+from proxy.schemas import CHAT_REQUEST, EMBEDDING_REQUEST, parse_json_object, validate
 from proxy.streaming import Stream, StreamRelay, open_stream, relay
 from translators.base import JSON, Provider
 
@@ -130,7 +130,7 @@ class Gateway:
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         body = parse_json_object(await read_body(receive))
-        validate(ChatRequest, body)
+        validate(CHAT_REQUEST, body)
         state = scope["state"]
         state["log"]["model"] = body["model"]
         chain = resolve_chain(self.config, body)
@@ -177,7 +177,7 @@ class Gateway:
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         body = parse_json_object(await read_body(receive))
-        validate(EmbeddingRequest, body)
+        validate(EMBEDDING_REQUEST, body)
         state = scope["state"]
         state["log"]["model"] = body["model"]
         chain = resolve_chain(self.config, body)

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError
-from proxy.schemas import ChatRequest, EmbeddingRequest, parse_json_object, validate
+from proxy.schemas import CHAT_REQUEST, EMBEDDING_REQUEST, parse_json_object, validate
 from proxy.sse import iter_sse_batches, iter_sse_data
 from proxy.streaming import StreamRelay, relay
 
@@ -122,16 +122,26 @@ async def test_sse_decoder_handles_framing() -> None:
          "messages[0].content[0].image_url.url"),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "yaml"}},
          "response_format.type"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": True}, "n"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": 5}, "stop"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": "always"}, "tool_choice"),
+        ({"model": "", "messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": "m", "messages": "hi"}, "messages"),
+        ({"model": "m", "messages": [{"content": "x"}]}, "messages[0].role"),
+        ({"model": "m", "messages": [{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}]},
+         "messages[0].content[0].type"),
+        ({"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}]},
+         "messages[0].tool_calls[0].id"),
     ],
 )
 def test_validation_names_the_field(body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as info:
-        validate(ChatRequest, body)
+        validate(CHAT_REQUEST, body)
     assert info.value.param == param and param in info.value.message
 
 
 def test_validation_accepts_full_openai_request_and_unknown_fields() -> None:
-    validate(ChatRequest, {
+    validate(CHAT_REQUEST, {
         "model": "m", "stream": True, "stream_options": {"include_usage": True}, "n": 1, "seed": 1, "user": "u",
         "messages": [
             {"role": "developer", "content": "be terse"},
@@ -146,9 +156,12 @@ def test_validation_accepts_full_openai_request_and_unknown_fields() -> None:
         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
         "max_completion_tokens": 5, "stop": ["x"], "reasoning_effort": "low", "logprobs": True, "custom": {"k": 1},
     })
-    validate(EmbeddingRequest, {"model": "e", "input": ["a", "b"], "encoding_format": "base64", "dimensions": 8})
-    with pytest.raises(InvalidRequest):
-        validate(EmbeddingRequest, {"model": "e", "input": []})
+    validate(EMBEDDING_REQUEST, {"model": "e", "input": ["a", "b"], "encoding_format": "base64", "dimensions": 8})
+    validate(EMBEDDING_REQUEST, {"model": "e", "input": [[1, 2], [3]]})
+    for bad, param in (([], "input"), ("", "input"), (["a", 1], "input[1]"), ([1.5], "input[0]"), ([[1, "x"]], "input[0][1]")):
+        with pytest.raises(InvalidRequest) as info:
+            validate(EMBEDDING_REQUEST, {"model": "e", "input": bad})
+        assert info.value.param == param
 
 
 @pytest.mark.parametrize("raw", [b"", b"{bad", b"[1, 2]", b'"text"'])
