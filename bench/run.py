@@ -7,7 +7,9 @@ pinned to core 0; upstream and load driver pinned to core 1 when the machine has
 two or more cores), then drives a closed loop of keep-alive connections with a
 raw-socket HTTP/1.1 client (httptools) and reports requests/s, latency
 percentiles and the overhead against hitting the mock directly, gateway CPU per
-request and per stream (from /proc), idle and peak RSS, and start-to-first-answer.
+request and per stream (from /proc), idle and peak RSS, RSS across a soak of
+100,000 requests and 10,000 streams, start-to-first-answer, `import proxy.app`
+time (bytecode cached, as installed) and throughput by `--workers` count.
 """
 
 from __future__ import annotations
@@ -72,10 +74,12 @@ class _Response:
             self.done.set_result(True)
 
 
-async def _connection(host: str, port: int, request: bytes, deadline: float, result: Result) -> None:
+async def _connection(host: str, port: int, request: bytes, deadline: float, result: Result,
+                      count: float = float("inf")) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and count > 0:
+            count -= 1
             state = _Response()
             parser = httptools.HttpResponseParser(state)
             start = time.perf_counter()
@@ -164,11 +168,69 @@ models:
 """
 
 
-def import_time_ms() -> float:
+def python_env(pycache: str) -> dict[str, str]:
+    """Bytecode cached, as in an installed package (pip compiles; the image ships .pyc files)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = pycache
+    return env
+
+
+def import_time_ms(env: dict[str, str]) -> float:
     code = "import time; t=time.perf_counter(); import proxy.app; print((time.perf_counter()-t)*1000)"
-    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout)
-            for _ in range(3)]
-    return statistics.median(runs)
+    runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                                 check=True).stdout) for _ in range(4)]
+    return statistics.median(runs[1:])  # the first run fills the bytecode cache
+
+
+def start_gateway(config: Path, port: int, workers: int, env: dict[str, str], core: int | None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port),
+         "--log-level", "warning", "--workers", str(workers)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        preexec_fn=pin(core) if core is not None else None)
+
+
+def soak(port: int, pid: int, requests: int, streams: int) -> list[str]:
+    """RSS after a warm-up, then after `requests` non-stream requests and `streams` streams."""
+    asyncio.run(drive_count(port, CHAT, 32, 5000))
+    asyncio.run(drive_count(port, {**CHAT, "stream": True}, 32, 1000))
+    before = rss_mib(pid)
+    asyncio.run(drive_count(port, CHAT, 32, requests))
+    after_requests = rss_mib(pid)
+    asyncio.run(drive_count(port, {**CHAT, "stream": True}, 32, streams))
+    after = rss_mib(pid)
+    growth = (after - before) / before * 100
+    return [(f"- RSS over {requests:,} requests and {streams:,} streams (after warm-up): {before:.1f} MiB -> "
+             f"{after_requests:.1f} MiB -> {after:.1f} MiB ({growth:+.1f} %)")]
+
+
+async def drive_count(port: int, body: dict, concurrency: int, total: int) -> None:
+    """Exactly `total` requests over `concurrency` keep-alive connections (no timing)."""
+    payload = json.dumps(body).encode()
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+               f"content-length: {len(payload)}\r\n\r\n").encode() + payload
+    result = Result()
+    await asyncio.gather(*(_connection("127.0.0.1", port, request, float("inf"), result, total // concurrency)
+                           for _ in range(concurrency)))
+    if result.errors:
+        raise RuntimeError(f"{result.errors} failed requests during the soak")
+
+
+def scaling(config: Path, env: dict[str, str], seconds: float) -> list[str]:
+    """Throughput by worker count, nothing pinned (the load driver and upstream share the cores)."""
+    lines = []
+    for workers in sorted({1, min(2, os.cpu_count() or 1), os.cpu_count() or 1}):
+        port = free_port()
+        gateway = start_gateway(config, port, workers, env, None)
+        try:
+            wait_port(port)
+            asyncio.run(drive(port, "/v1/chat/completions", CHAT, 64, min(0.5, seconds)))
+            result = asyncio.run(drive(port, "/v1/chat/completions", CHAT, 64, seconds))
+            lines.append(f"- `--workers {workers}`, unpinned, c=64 non-stream: {result.rps:,.0f} req/s")
+        finally:
+            gateway.terminate()
+            gateway.wait()
+    return lines
 
 
 def main() -> int:
@@ -176,9 +238,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="1 s per scenario (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="1 s per scenario, a 10x shorter soak (smoke test)")
     args = parser.parse_args()
     seconds = 1.0 if args.quick else args.seconds
+    soak_requests, soak_streams = (10_000, 1_000) if args.quick else (100_000, 10_000)
     pin(1)()
     upstream_port, gw_port = free_port(), free_port()
     upstream = subprocess.Popen([sys.executable, "-m", "bench.mock_upstream", str(upstream_port), str(args.chunks)],
@@ -186,11 +249,14 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory()
     config = Path(tmp.name) / "bench.yaml"
     config.write_text(gateway_config(upstream_port))
+    env = python_env(str(Path(tmp.name) / "pycache"))
+    import_ms = import_time_ms(env)
+    warm = start_gateway(config, gw_port, 1, env, 0)  # a first start fills the bytecode cache
+    first_answer_time(gw_port, time.perf_counter())
+    warm.terminate()
+    warm.wait()
     started = time.perf_counter()
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(gw_port),
-         "--log-level", "warning", "--workers", str(args.workers)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin(0))
+    gateway = start_gateway(config, gw_port, args.workers, env, 0)
     rows: list[str] = []
     try:
         wait_port(upstream_port)
@@ -224,11 +290,16 @@ def main() -> int:
                     f"| {name} | {concurrency} | {result.rps:,.0f} | {result.pct(50):.2f} | {result.pct(90):.2f} | "
                     f"{result.pct(99):.2f} | {added:.2f} | {result.pct(50, result.first_tokens):.2f} | "
                     f"{cpu if through_gateway else float('nan'):.3f} | {result.errors} |")
+        rows += [""] + soak(gw_port, gateway.pid, soak_requests, soak_streams)
         peak = rss_mib(gateway.pid, "VmHWM")
-        rows += ["", f"- start to first answer: {startup * 1000:.0f} ms", f"- `import proxy.app`: {import_time_ms():.0f} ms",
+        rows += [f"- start to first answer: {startup * 1000:.0f} ms", f"- `import proxy.app`: {import_ms:.0f} ms",
                  f"- gateway RSS: idle {idle_rss:.1f} MiB, peak {peak:.1f} MiB (workers={args.workers})",
-                 f"- {seconds:g} s per row, {args.chunks}-chunk streams, gateway pinned to core 0, "
-                 "upstream and load driver to core 1"]
+                 (f"- {seconds:g} s per row, {args.chunks}-chunk streams, gateway pinned to core 0, "
+                  "upstream and load driver to core 1")]
+        gateway.terminate()
+        gateway.wait()
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        rows += scaling(config, env, seconds)
     finally:
         gateway.terminate()
         upstream.terminate()

@@ -1,0 +1,298 @@
+"""The lean upstream HTTP client (translators/http.py) against a scripted raw-socket server on 127.0.0.1.
+
+Each test scripts the server's side byte for byte (keep-alive, chunked bodies,
+a connection closed while idle or mid-body, silence), and checks what the
+client returns and whether it reuses, drops or re-opens connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+
+import httptools
+import pytest
+
+from proxy.config import Deployment, ProviderConfig
+from proxy.errors import RateLimited
+from tests.fakes import openai as fake_openai
+from tests.fakes.server import Recorder, serve_app
+from translators.http import Client, UpstreamConnectError, UpstreamConnectionLost, env_proxy_for
+from translators.openai import OpenAIProvider
+
+Script = Callable[[int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
+
+
+def response(body: bytes, *extra: str) -> bytes:
+    head = ["HTTP/1.1 200 OK", f"content-length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes | None:
+    """One request's body, or None when the client closed the connection."""
+    done: list[bytes] = []
+    parts: list[bytes] = []
+
+    class Handler:
+        def on_body(self, body: bytes) -> None:
+            parts.append(body)
+
+        def on_message_complete(self) -> None:
+            done.append(b"".join(parts))
+
+    parser = httptools.HttpRequestParser(Handler())
+    while not done:
+        data = await reader.read(65536)
+        if not data:
+            return None
+        parser.feed_data(data)
+    return done[0]
+
+
+class Server:
+    """Counts connections; `script(n, reader, writer)` answers one request, returns False to close."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.requests = 0
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while await read_request(reader) is not None:
+                self.requests += 1
+                if not await self.script(self.requests, reader, writer):
+                    break
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+
+def answer(body: bytes, *extra: str, keep_open: bool = True) -> Script:
+    async def script(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(response(body, *extra))
+        await writer.drain()
+        return keep_open
+    return script
+
+
+async def body_of(client: Client) -> bytes:
+    return await (await client.send("/chat", b"{}")).aread()
+
+
+async def test_keep_alive_reuses_one_connection() -> None:
+    async def script(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(response(b"answer %d" % n))
+        return True
+
+    server = Server(script)
+    async with server as url:
+        client = Client(url, {"authorization": "Bearer k", "x-extra": "1"})
+        assert [await body_of(client) for _ in range(3)] == [b"answer 1", b"answer 2", b"answer 3"]
+        await client.aclose()
+    assert server.connections == 1
+
+
+async def test_connection_close_and_concurrency_open_new_connections() -> None:
+    server = Server(answer(b"ok", "connection: close", keep_open=False))
+    async with server as url:
+        client = Client(url, {})
+        assert [await body_of(client) for _ in range(2)] == [b"ok", b"ok"]
+    assert server.connections == 2
+
+    server = Server(answer(b"ok"))
+    async with server as url:
+        client = Client(url, {})
+        assert await asyncio.gather(*(body_of(client) for _ in range(5))) == [b"ok"] * 5
+        assert await body_of(client) == b"ok"
+    assert server.connections == 5, "five at once need five connections; the sixth reuses one"
+
+
+async def test_idle_connection_closed_by_the_upstream_is_replaced() -> None:
+    # The server answers, then closes without saying so (an idle timeout on its side).
+    server = Server(answer(b"ok", keep_open=False))
+    async with server as url:
+        client = Client(url, {})
+        assert await body_of(client) == b"ok"
+        await asyncio.sleep(0.05)  # the close arrives while the connection is idle
+        assert await body_of(client) == b"ok"
+    assert server.connections == 2
+
+    # The close races the next request: the request goes out on the old connection, which
+    # ends with no byte of answer. Nothing was received, so it is sent again on a new one.
+    async def racing(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if n == 2:
+            return False
+        writer.write(response(b"answer %d" % n))
+        return True
+
+    server = Server(racing)
+    async with server as url:
+        client = Client(url, {})
+        assert [await body_of(client), await body_of(client)] == [b"answer 1", b"answer 3"]
+    assert server.connections == 2
+
+
+async def test_chunked_stream_arrives_piece_by_piece() -> None:
+    release = asyncio.Event()
+
+    async def script(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/event-stream\r\n\r\n")
+        writer.write(b"6\r\nfirst \r\n")
+        await writer.drain()
+        await release.wait()
+        writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
+        return True
+
+    async with Server(script) as url:
+        client = Client(url, {})
+        stream = await client.send("/chat", b"{}")
+        assert stream.status == 200 and stream.header("Content-Type") == "text/event-stream"
+        pieces = stream.aiter_bytes()
+        assert await anext(pieces) == b"first "
+        release.set()
+        assert [p async for p in pieces] == [b"second"]
+
+
+async def test_body_delimited_by_close_is_read_to_the_end() -> None:
+    async def script(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"a\": 1}")
+        return False
+
+    async with Server(script) as url:
+        assert await body_of(Client(url, {})) == b'{"a": 1}'
+
+
+async def test_large_body_survives_pausing_for_a_slow_reader() -> None:
+    body = bytes(range(256)) * 8192  # 2 MiB, well over the high-water mark
+
+    async with Server(answer(body)) as url:
+        client = Client(url, {})
+        stream = await client.send("/chat", b"{}")
+        digest, size = hashlib.sha256(), 0
+        async for piece in stream.aiter_bytes():
+            await asyncio.sleep(0.001)
+            digest.update(piece)
+            size += len(piece)
+        assert (size, digest.digest()) == (len(body), hashlib.sha256(body).digest())
+        assert await body_of(client) == body, "the connection is reusable after a paused read"
+
+
+async def test_failures_are_typed() -> None:
+    closed = Client("http://127.0.0.1:9/v1", {})  # nothing listens on the discard port here
+    with pytest.raises(UpstreamConnectError):
+        await closed.send("/chat", b"{}")
+
+    async def cut(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
+        return False
+
+    async with Server(cut) as url:
+        stream = await Client(url, {}).send("/chat", b"{}")
+        with pytest.raises(UpstreamConnectionLost):
+            await stream.aread()
+
+    async def silent(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(5)
+        return False
+
+    async with Server(silent) as url:
+        with pytest.raises(TimeoutError):
+            await Client(url, {}, timeout=0.1).send("/chat", b"{}")
+
+    async def garbage(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        return True
+
+    async with Server(garbage) as url:
+        with pytest.raises(UpstreamConnectionLost):
+            await Client(url, {}).send("/chat", b"{}")
+
+
+async def test_a_response_abandoned_midway_drops_its_connection() -> None:
+    async def script(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        try:
+            await reader.read(1)  # returns at EOF: the client hung up
+        finally:
+            dropped.set()
+        return False
+
+    dropped = asyncio.Event()
+    server = Server(script)
+    async with server as url:
+        client = Client(url, {})
+        stream = await client.send("/chat", b"{}")
+        pieces = stream.aiter_bytes()
+        assert await anext(pieces) == b"hello"
+        await pieces.aclose()
+        await asyncio.wait_for(dropped.wait(), 5)
+
+
+async def test_request_bytes_on_the_wire() -> None:
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n") + await reader.readexactly(2))
+        writer.write(response(b"{}"))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Client(f"http://user@127.0.0.1:{port}/base/v1/", {"Authorization": "Bearer k", "Host": "ignored",
+                                                             "Content-Length": "1"})
+    await body_of(client)
+    server.close()
+    head, _, body = seen[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /base/v1/chat HTTP/1.1"
+    assert sorted(lines[1:]) == sorted([f"host: 127.0.0.1:{port}".encode(), b"Authorization: Bearer k",
+                                        b"content-length: 2"]) and body == b'{}'
+
+
+async def test_sender_maps_statuses_and_uses_the_sdk_behind_an_env_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def limited(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        body = b'{"error": {"message": "slow down", "type": "rate_limit_error"}}'
+        writer.write(response(body, "retry-after: 7").replace(b"200 OK", b"429 Too Many Requests"))
+        return True
+
+    async with Server(limited) as url:
+        provider = OpenAIProvider(ProviderConfig(name="up", type="openai", settings={"api_key": "k", "base_url": url}))
+        with pytest.raises(RateLimited) as info:
+            await provider.chat({"messages": []}, Deployment(name="m", provider="up", model="m"))
+        assert info.value.message == "slow down" and info.value.retry_after == 7
+        await provider.aclose()
+
+    # HTTP_PROXY set: the SDK (httpx2) does the sending, through the proxy. The fake upstream
+    # stands in for the proxy: absolute-form requests reach its routes; the real host never resolves.
+    recorder = Recorder()
+    with serve_app(fake_openai.make_app(recorder)) as fake:
+        monkeypatch.setenv("HTTP_PROXY", fake)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        base = "http://upstream.invalid/v1"
+        assert env_proxy_for(base) == fake
+        provider = OpenAIProvider(ProviderConfig(name="up", type="openai", settings={"api_key": "k", "base_url": base}))
+        assert provider._sender.via_sdk
+        result = await provider.chat({"messages": [{"role": "user", "content": "via proxy"}]},
+                                     Deployment(name="m", provider="up", model="gpt-4o"))
+        assert result["choices"][0]["message"]["content"] == "echo: via proxy"
+        chunks = [c async for batch in provider.stream({"messages": [{"role": "user", "content": "a b"}]},
+                                                       Deployment(name="m", provider="up", model="gpt-4o"))
+                  for c in batch]
+        assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "echo: a b"
+        await provider.aclose()
+    assert recorder.requests and recorder.last().headers["authorization"] == "Bearer k"
+
