@@ -3,8 +3,8 @@
 Groq serves the Chat Completions and Embeddings wire format under
 `/openai/v1` (https://console.groq.com/docs/openai); the groq SDK adds that
 prefix itself, so `base_url` is the host root. The body goes out as the client
-sent it through the SDK's low-level `post(..., cast_to=httpx.Response)` (auth,
-typed HTTP errors, no per-chunk pydantic). The differences that shape this
+sent it, with the SDK's base URL, auth and headers, through the lean client of
+`translators.http` (no per-chunk pydantic). The differences that shape this
 module:
 
 - Unsupported fields answer 400 (`logprobs`, `logit_bias`, `top_logprobs`) and
@@ -34,7 +34,8 @@ from proxy.config import Deployment, ProviderConfig
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError
 from proxy.sse import iter_sse_data
 from translators.base import CHAT, EMBEDDINGS, JSON, JSON_SCHEMA, STREAM, TOOLS, VISION
-from translators.openai import from_openai_event, map_stainless_error
+from translators.http import SDKSender, map_http_error
+from translators.openai import error_message, from_openai_event, map_stainless_error
 
 # https://console.groq.com/docs/api-reference#chat-create, minus logprobs/logit_bias/top_logprobs.
 GROQ_CHAT_PARAMS = frozenset({
@@ -108,27 +109,23 @@ class GroqProvider:
     supported_params: ClassVar[frozenset[str] | None] = GROQ_CHAT_PARAMS | GROQ_EMBEDDING_PARAMS
 
     def __init__(self, config: ProviderConfig) -> None:
-        self._client = groq.AsyncGroq(
+        client = groq.AsyncGroq(
             api_key=config.get("api_key"),
             base_url=config.get("base_url"),
             max_retries=0,  # the router owns retries
             timeout=config.timeout_s or 60.0,
             default_headers=dict(config.headers) or None,
         )
-
-    def _options(self, deployment: Deployment) -> Any:
-        return {"timeout": deployment.timeout_s} if deployment.timeout_s else {}
+        self._sender = SDKSender(client, httpx.Response, lambda body: error_message(body, ""))
 
     async def chat(self, request: JSON, deployment: Deployment) -> JSON:
         body = to_groq_request(request, deployment.model, stream=False)
-        response = await self._client.post(CHAT_PATH, cast_to=httpx.Response, body=body, options=self._options(deployment))
-        return from_groq_response(orjson.loads(response.content))
+        response = await self._sender.post(CHAT_PATH, body, deployment.timeout_s)
+        return from_groq_response(orjson.loads(await response.aread()))
 
     async def stream(self, request: JSON, deployment: Deployment) -> AsyncIterator[JSON]:
         body = to_groq_request(request, deployment.model, stream=True)
-        response = await self._client.post(
-            CHAT_PATH, cast_to=httpx.Response, body=body, options=self._options(deployment), stream=True, stream_cls=None
-        )
+        response = await self._sender.post(CHAT_PATH, body, deployment.timeout_s)
         state = GroqStreamState()
         try:
             async for data in iter_sse_data(response.aiter_bytes()):
@@ -147,16 +144,14 @@ class GroqProvider:
         # Always floats: the gateway base64-encodes for clients that ask.
         body = {k: v for k, v in request.items() if k != "encoding_format"}
         body["model"] = deployment.model
-        response = await self._client.post(
-            EMBEDDINGS_PATH, cast_to=httpx.Response, body=body, options=self._options(deployment)
-        )
-        result = orjson.loads(response.content)
+        response = await self._sender.post(EMBEDDINGS_PATH, body, deployment.timeout_s)
+        result = orjson.loads(await response.aread())
         if not isinstance(result, dict) or not isinstance(result.get("data"), list):
             raise UpstreamError("upstream sent a malformed embedding response")
         return result
 
     def map_error(self, exc: BaseException) -> ProxyError | None:
-        return map_groq_error(exc)
+        return map_http_error(exc) or map_groq_error(exc)
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._sender.aclose()

@@ -353,7 +353,9 @@ class SDKSender:
 
 
 def map_http_error(exc: BaseException) -> ProxyError | None:
-    """This client's failures -> the gateway's errors."""
+    """This client's failures -> the gateway's errors (status errors already are one)."""
+    if isinstance(exc, ProxyError):
+        return exc
     if isinstance(exc, UpstreamConnectError):
         return UpstreamError("could not connect to the upstream")
     if isinstance(exc, UpstreamConnectionLost):
