@@ -8,8 +8,11 @@ client returns and whether it reuses, drops or re-opens connections.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httptools
 import pytest
@@ -238,6 +241,51 @@ async def test_a_response_abandoned_midway_drops_its_connection() -> None:
         assert await anext(pieces) == b"hello"
         await pieces.aclose()
         await asyncio.wait_for(dropped.wait(), 5)
+
+
+def self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context, client context trusting only that certificate) for `localhost`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    client = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+    return server, client
+
+
+async def test_https_verifies_the_certificate_and_host(tmp_path: Path) -> None:
+    server_tls, client_tls = self_signed(tmp_path)
+    names: list[str | None] = []
+    server_tls.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment,misc,return-value]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader) is not None:
+            writer.write(response(b"secret answer"))
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_tls)
+    port = server.sockets[0].getsockname()[1]
+    client = Client(f"https://localhost:{port}/v1", {}, ssl_context=client_tls)
+    assert [await body_of(client), await body_of(client)] == [b"secret answer"] * 2
+    assert names == ["localhost"], "one TLS handshake, with SNI, for two requests"
+    with pytest.raises(UpstreamConnectError):  # the system trust store does not know this certificate
+        await body_of(Client(f"https://localhost:{port}/v1", {}))
+    server.close()
 
 
 async def test_request_bytes_on_the_wire() -> None:

@@ -213,7 +213,8 @@ class Response:
 class Client:
     """Keep-alive connections to one origin, taken from `base_url`; `headers` go on every request."""
 
-    def __init__(self, base_url: str, headers: Mapping[str, str], timeout: float | None = 600.0) -> None:
+    def __init__(self, base_url: str, headers: Mapping[str, str], timeout: float | None = 600.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"unsupported base URL: {base_url!r}")
@@ -226,6 +227,7 @@ class Client:
                                      if name.lower() not in ("host", "content-length", "connection")]
         self._head = ("\r\n".join(lines) + "\r\ncontent-length: ").encode("latin-1")
         self.timeout = timeout
+        self._ssl_context = ssl_context
         self._idle: collections.deque[_Connection] = collections.deque()
 
     async def send(self, path: str, body: bytes, timeout: float | None = None) -> Response:
@@ -251,7 +253,7 @@ class Client:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(
                     _Connection, self._host, self._port,
-                    ssl=_tls() if self._tls else None, server_hostname=self._host if self._tls else None,
+                    ssl=(self._ssl_context or _tls()) if self._tls else None, server_hostname=self._host if self._tls else None,
                 )
         except OSError as exc:
             raise UpstreamConnectError(f"could not connect to {self._host}:{self._port} ({exc})") from exc
