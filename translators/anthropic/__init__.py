@@ -7,10 +7,11 @@ Quirks that shape the mapping (anthropic SDK 2.x, see ../shared/WIRE.md §3):
 - `max_tokens` is required: the request's, else the model entry's
   `max_tokens`, else 4096. Thinking tokens count against it.
 - The SDK's `messages.create` lost `temperature`/`top_p`/`top_k` (they must go
-  through `extra_body`). We post the body ourselves through the SDK's
-  low-level `post`, so they are ordinary body keys; auth, base URL, headers,
-  typed errors and SSE framing still come from the SDK. Streams are read as
-  raw event dicts (`AsyncStream[object]`), skipping a pydantic model per event.
+  through `extra_body`). We post the body ourselves, so they are ordinary body
+  keys: base URL, auth and headers come from the SDK client, the bytes go
+  through the lean client of `translators.http` (the SDK's own `post` when an
+  environment proxy applies). Streams are read as raw event dicts (every event
+  carries its `type`, so `data:` lines suffice), no pydantic model per event.
 - Structured output is `output_config.format` (json_schema only); the schema is
   adapted by the SDK's own `transform_schema` (objects closed, unsupported
   keywords moved into descriptions). `json_object` has no native form and
