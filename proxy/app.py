@@ -45,14 +45,14 @@ def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) ->
 
 
 async def read_body(receive: Receive) -> bytes:
-    body = b""
+    parts: list[bytes] = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone()
-        body += message.get("body", b"")
+        parts.append(message.get("body", b""))
         if not message.get("more_body"):
-            return body
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def send_json(send: Send, obj: Any, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> None:

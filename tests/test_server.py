@@ -121,6 +121,15 @@ def test_cors(proxy: RunningProxy) -> None:
     response = httpx.post(proxy.v1 + "/chat/completions", json=CHAT, headers={**AUTH, "origin": "https://chat.example"})
     assert response.headers["access-control-allow-origin"] == "https://chat.example"
     assert "x-omni-provider" in response.headers["access-control-expose-headers"]
+    assert "authorization" in preflight.headers["access-control-allow-headers"]
+    # Another origin: the preflight is refused and answers carry no allow-origin.
+    refused = httpx.options(proxy.v1 + "/chat/completions", headers={
+        "origin": "https://evil.example", "access-control-request-method": "POST"})
+    assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+    other = httpx.post(proxy.v1 + "/chat/completions", json=CHAT, headers={**AUTH, "origin": "https://evil.example"})
+    assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
+    errored = httpx.post(proxy.v1 + "/chat/completions", json={}, headers={**AUTH, "origin": "https://chat.example"})
+    assert errored.status_code == 400 and errored.headers["access-control-allow-origin"] == "https://chat.example"
 
 
 def test_metrics_count_requests_and_tokens(proxy: RunningProxy) -> None:
