@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -42,20 +43,15 @@ class UpstreamConnectionLost(ConnectionError):
     """The connection broke before the response was complete."""
 
 
-_ssl_context: ssl.SSLContext | None = None
-
-
+@functools.cache
 def _tls() -> ssl.SSLContext:
-    """The system trust store (as httpx2 uses, via truststore), else the default CA paths."""
-    global _ssl_context
-    if _ssl_context is None:
-        try:
-            import truststore
+    """The system trust store (as httpx2 uses, via truststore), else the default CA paths; built once."""
+    try:
+        import truststore
 
-            _ssl_context = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        except ImportError:  # pragma: no cover - truststore comes with httpx2
-            _ssl_context = ssl.create_default_context()
-    return _ssl_context
+        return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    except ImportError:  # pragma: no cover - truststore comes with httpx2
+        return ssl.create_default_context()
 
 
 class _Connection(asyncio.Protocol):
