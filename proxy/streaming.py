@@ -110,7 +110,11 @@ async def relay(
 ) -> AsyncIterator[bytes]:
     error: ProxyError | None = None
     try:
-        frame: bytes | None = relay_state.frames(first)
+        # The first token goes out on its own, before the rest of its read is framed.
+        frame: bytes | None = relay_state.frame(first[0])
+        if frame:
+            yield frame
+        frame = relay_state.frames(first[1:])
         if frame:
             yield frame
         async for item in rest:
