@@ -110,11 +110,7 @@ async def relay(
 ) -> AsyncIterator[bytes]:
     error: ProxyError | None = None
     try:
-        # The first token goes out on its own, before the rest of its read is framed.
-        frame: bytes | None = relay_state.frame(first[0])
-        if frame:
-            yield frame
-        frame = relay_state.frames(first[1:])
+        frame: bytes | None = relay_state.frames(first)
         if frame:
             yield frame
         async for item in rest:

@@ -47,7 +47,7 @@ async def run_relay(
         f async for f in relay(state, [first], tracked(), lambda e: e if isinstance(e, ProxyError) else UpstreamError("x"),
                                lambda e: e.to_dict(), lambda s, err: done.append(err))
     ]
-    assert not batched or len(frames) <= 3, "the first chunk, then one write per batch, then usage with [DONE]"
+    assert not batched or len(frames) <= 3, "first chunk, then one write per batch, then usage with [DONE]"
     raw = b"".join(frames).split(b"\n\n")
     assert raw.pop() == b""
     events = [orjson.loads(e[6:]) if e != b"data: [DONE]" else "[DONE]" for e in raw]
