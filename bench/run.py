@@ -18,6 +18,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -44,6 +46,7 @@ def free_port() -> int:
 class Result:
     latencies: list[float] = field(default_factory=list)  # seconds, full response
     first_tokens: list[float] = field(default_factory=list)  # seconds to the first content byte
+    ttfbs: list[float] = field(default_factory=list)  # seconds to the status line and headers
     errors: int = 0
     elapsed: float = 0.0
 
@@ -60,10 +63,14 @@ class _Response:
     def __init__(self) -> None:
         self.done = asyncio.get_running_loop().create_future()
         self.first_content: float | None = None
+        self.headers_at = 0.0
         self.status = 0
 
     def on_status(self, status: bytes) -> None:
         pass
+
+    def on_headers_complete(self) -> None:
+        self.headers_at = time.perf_counter()
 
     def on_body(self, body: bytes) -> None:
         if self.first_content is None and b"tok0" in body or (self.first_content is None and b"Hello" in body):
@@ -94,6 +101,7 @@ async def _connection(host: str, port: int, request: bytes, deadline: float, res
                 continue
             end = time.perf_counter()
             result.latencies.append(end - start)
+            result.ttfbs.append(state.headers_at - start)
             if state.first_content is not None:
                 result.first_tokens.append(state.first_content - start)
     finally:
@@ -216,6 +224,29 @@ async def drive_count(port: int, body: dict, concurrency: int, total: int) -> No
         raise RuntimeError(f"{result.errors} failed requests during the soak")
 
 
+def with_wrk(direct: int, gateway: int, pid: int, seconds: float, tmp: Path) -> list[str]:
+    """The non-stream rows at c=32 again, driven by wrk (C, one thread on core 1) when it is installed."""
+    if shutil.which("wrk") is None:
+        return ["- wrk: not installed (the Python driver above is the only load generator)"]
+    script = tmp / "post.lua"
+    script.write_text(f"wrk.method = 'POST'\nwrk.body = '{json.dumps(CHAT)}'\n"
+                      "wrk.headers['content-type'] = 'application/json'\nwrk.headers['authorization'] = 'Bearer bench'\n")
+    lines = []
+    for name, port in (("direct", direct), ("gateway, OpenAI", gateway)):
+        cpu_before = cpu_seconds(pid)
+        out = subprocess.run(["wrk", "-t1", "-c32", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script),
+                              f"http://127.0.0.1:{port}/v1/chat/completions"],
+                             capture_output=True, text=True, check=True, preexec_fn=pin(1)).stdout
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        pcts = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.MULTILINE))
+        cpu = (cpu_seconds(pid) - cpu_before) / max(1, total) * 1000
+        cpu_text = f", gateway CPU {cpu:.3f} ms/req" if port == gateway else ""
+        lines.append(f"- wrk, {name} non-stream, c=32: {rps:,.0f} req/s, p50 {pcts.get('50')}, "
+                     f"p90 {pcts.get('90')}, p99 {pcts.get('99')}{cpu_text}")
+    return lines
+
+
 def scaling(config: Path, env: dict[str, str], seconds: float) -> list[str]:
     """Throughput by worker count, nothing pinned (the load driver and upstream share the cores)."""
     lines = []
@@ -266,15 +297,15 @@ def main() -> int:
         scenarios = [
             ("direct, non-stream", upstream_port, "/v1/chat/completions", CHAT, (1, 32, 128), False),
             ("gateway, OpenAI non-stream", gw_port, "/v1/chat/completions", CHAT, (1, 32, 128), True),
-            ("direct, stream", upstream_port, "/v1/chat/completions", stream_body, (1, 32), False),
-            ("gateway, OpenAI stream", gw_port, "/v1/chat/completions", stream_body, (1, 32), True),
+            ("direct, stream", upstream_port, "/v1/chat/completions", stream_body, (1, 32, 128), False),
+            ("gateway, OpenAI stream", gw_port, "/v1/chat/completions", stream_body, (1, 32, 128), True),
             ("gateway, Anthropic non-stream", gw_port, "/v1/chat/completions", {**CHAT, "model": "claude-bench"}, (1, 32), True),
             ("gateway, Anthropic stream", gw_port, "/v1/chat/completions", {**stream_body, "model": "claude-bench"}, (1, 32), True),
         ]
         baseline: dict[tuple[bool, int], Result] = {}
-        rows.append("| scenario | conc. | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | first token p50 ms | "
-                    "gateway CPU ms/req | errors |")
-        rows.append("|---|---|---|---|---|---|---|---|---|---|")
+        rows.append("| scenario | conc. | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | TTFB p50 ms | "
+                    "first token p50 ms | gateway CPU ms/req | errors |")
+        rows.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for name, port, path, body, levels, through_gateway in scenarios:
             for concurrency in levels:
                 asyncio.run(drive(port, path, body, concurrency, min(0.5, seconds)))  # warm-up
@@ -288,9 +319,11 @@ def main() -> int:
                 added = result.pct(50) - base.pct(50) if base and through_gateway else float("nan")
                 rows.append(
                     f"| {name} | {concurrency} | {result.rps:,.0f} | {result.pct(50):.2f} | {result.pct(90):.2f} | "
-                    f"{result.pct(99):.2f} | {added:.2f} | {result.pct(50, result.first_tokens):.2f} | "
+                    f"{result.pct(99):.2f} | {added:.2f} | {result.pct(50, result.ttfbs):.2f} | "
+                    f"{result.pct(50, result.first_tokens):.2f} | "
                     f"{cpu if through_gateway else float('nan'):.3f} | {result.errors} |")
-        rows += [""] + soak(gw_port, gateway.pid, soak_requests, soak_streams)
+        rows += [""] + with_wrk(upstream_port, gw_port, gateway.pid, seconds, Path(tmp.name))
+        rows += soak(gw_port, gateway.pid, soak_requests, soak_streams)
         peak = rss_mib(gateway.pid, "VmHWM")
         rows += [f"- start to first answer: {startup * 1000:.0f} ms", f"- `import proxy.app`: {import_ms:.0f} ms",
                  f"- gateway RSS: idle {idle_rss:.1f} MiB, peak {peak:.1f} MiB (workers={args.workers})",
