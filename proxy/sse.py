@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import Any
 
 import orjson
 
@@ -52,3 +53,30 @@ async def iter_sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     async for events in iter_sse_batches(chunks):
         for event in events:
             yield event
+
+
+async def iter_chunk_batches(
+    chunks: AsyncIterable[bytes], decode: Callable[[bytes], dict[str, Any] | None], end: bytes | None = None
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Per upstream read, the chunks `decode` makes of its events (None: nothing to relay).
+
+    Stops at the `end` payload (`[DONE]`). When `decode` raises in the middle of a
+    read, the chunks before it are still yielded, then the error propagates.
+    """
+    async for events in iter_sse_batches(chunks):
+        batch = []
+        for data in events:
+            if data == end:
+                if batch:
+                    yield batch
+                return
+            try:
+                chunk = decode(data)
+            except Exception:
+                if batch:
+                    yield batch
+                raise
+            if chunk is not None:
+                batch.append(chunk)
+        if batch:
+            yield batch

@@ -10,7 +10,7 @@ import pytest
 
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError
 from proxy.schemas import CHAT_REQUEST, EMBEDDING_REQUEST, parse_json_object, validate
-from proxy.sse import iter_sse_batches, iter_sse_data
+from proxy.sse import iter_chunk_batches, iter_sse_batches, iter_sse_data
 from proxy.streaming import StreamRelay, relay
 
 
@@ -104,6 +104,23 @@ async def test_sse_decoder_handles_framing() -> None:
     assert got == [b'{"a":1}', b"x", b"l1\nl2", b"[DONE]", b"tail"]
     batches = [b async for b in iter_sse_batches(chunks_of(raw))]
     assert batches == [[b'{"a":1}'], [b"x", b"l1\nl2"], [b"[DONE]"], [b"tail"]]
+
+
+async def test_chunk_batches_keep_what_came_before_a_failure_and_stop_at_the_end() -> None:
+    def decode(data: bytes) -> dict[str, Any] | None:
+        if data == b"bad":
+            raise UpstreamError("in-band error")
+        return None if data == b"ping" else {"n": int(data)}
+
+    raw = [b"data: 1\n\ndata: ping\n\ndata: 2\n\n", b"data: 3\n\ndata: bad\n\ndata: 4\n\n"]
+    got: list[Any] = []
+    with pytest.raises(UpstreamError):
+        async for batch in iter_chunk_batches(chunks_of(raw), decode):
+            got.append(batch)
+    assert got == [[{"n": 1}, {"n": 2}], [{"n": 3}]]
+    ended = [b async for b in iter_chunk_batches(chunks_of([b"data: 5\n\ndata: [DONE]\n\ndata: 6\n\n"]), decode,
+                                                 end=b"[DONE]")]
+    assert ended == [[{"n": 5}]]
 
 
 @pytest.mark.parametrize(

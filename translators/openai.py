@@ -21,7 +21,7 @@ import orjson
 
 from proxy.config import Deployment, ProviderConfig
 from proxy.errors import ProxyError, UpstreamError, UpstreamTimeout, parse_retry_after, upstream_status_error
-from proxy.sse import iter_sse_batches
+from proxy.sse import iter_chunk_batches
 from translators.base import CHAT, EMBEDDINGS, JSON, JSON_SCHEMA, STREAM, TOOLS, VISION
 from translators.http import SDKSender, map_http_error
 
@@ -102,20 +102,8 @@ class OpenAIProvider:
         body = {**request, "model": deployment.model, "stream": True, "stream_options": {**options, "include_usage": True}}
         response = await self._sender.post("/chat/completions", body, deployment.timeout_s)
         try:
-            async for events in iter_sse_batches(response.aiter_bytes()):
-                chunks = []
-                for data in events:
-                    try:
-                        chunk = from_openai_event(data)
-                    except Exception:
-                        if chunks:  # what the read carried before the failure still reaches the client
-                            yield chunks
-                        raise
-                    if chunk is None:
-                        yield chunks
-                        return
-                    chunks.append(chunk)
-                yield chunks
+            async for batch in iter_chunk_batches(response.aiter_bytes(), from_openai_event, end=b"[DONE]"):
+                yield batch
         finally:
             await response.aclose()
 

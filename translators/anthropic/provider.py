@@ -11,7 +11,7 @@ import orjson
 
 from proxy.config import Deployment, ProviderConfig
 from proxy.errors import ProxyError, UpstreamError
-from proxy.sse import iter_sse_batches
+from proxy.sse import iter_chunk_batches
 from translators.anthropic.errors import anthropic_error_message, map_anthropic_error
 from translators.anthropic.request import to_anthropic_request
 from translators.anthropic.response import AnthropicStreamState, from_anthropic_event, from_anthropic_response
@@ -55,23 +55,16 @@ class AnthropicProvider:
         body = {**self._body(request, deployment), "stream": True}
         response = await self._sender.post(MESSAGES_PATH, body, deployment.timeout_s)
         state = AnthropicStreamState()
+
+        def decode(data: bytes) -> JSON | None:
+            event = orjson.loads(data)
+            if not isinstance(event, dict):
+                raise UpstreamError("upstream sent a malformed stream event")
+            return from_anthropic_event(event, state)
+
         try:
-            async for events in iter_sse_batches(response.aiter_bytes()):
-                chunks = []
-                for data in events:
-                    try:
-                        event = orjson.loads(data)
-                        if not isinstance(event, dict):
-                            raise UpstreamError("upstream sent a malformed stream event")
-                        chunk = from_anthropic_event(event, state)
-                    except Exception:
-                        if chunks:  # what the read carried before the failure still reaches the client
-                            yield chunks
-                        raise
-                    if chunk is not None:
-                        chunks.append(chunk)
-                if chunks:
-                    yield chunks
+            async for batch in iter_chunk_batches(response.aiter_bytes(), decode):
+                yield batch
         finally:
             await response.aclose()
 
