@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 from proxy.config import Config, load_config
 from proxy.errors import InvalidRequest, ModelNotFound, NotFound, ProxyError, UpstreamTimeout
 from proxy.metrics import Metrics
-from proxy.middleware import GatewayMiddleware
+from proxy.middleware import GatewayMiddleware, error_headers, send_json
 from proxy.router import ProviderPool, Router, Served, to_proxy_error
 from proxy.routing import resolve_chain
 from proxy.schemas import CHAT_REQUEST, EMBEDDING_REQUEST, parse_json_object, validate
@@ -35,7 +35,6 @@ from proxy.streaming import Stream, StreamRelay, open_stream, relay
 from translators.base import JSON, Provider
 
 _JSON = "application/json"
-_JSON_TYPE = (b"content-type", b"application/json")
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no")]
 
@@ -53,15 +52,6 @@ async def read_body(receive: Receive) -> bytes:
         parts.append(message.get("body", b""))
         if not message.get("more_body"):
             return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-async def send_json(send: Send, obj: Any, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = orjson.dumps(obj)
-    raw = [_JSON_TYPE, (b"content-length", str(len(body)).encode())]
-    if headers:
-        raw += headers
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
 
 
 class ClientGone(Exception):
@@ -85,8 +75,7 @@ class Endpoint:
             fields["error"] = self.gateway.scrub(error.message)
             self.gateway.metrics.observe(self.route, fields.get("model", ""), fields.get("provider", ""),
                                          error.status, time.perf_counter() - started)
-            await send_json(send, self.gateway.render_error(error), error.status,
-                            [(k.encode(), v.encode()) for k, v in error.headers().items()])
+            await send_json(send, self.gateway.render_error(error), error.status, error_headers(error))
         except ClientGone:
             pass
 

@@ -25,6 +25,20 @@ _OPEN_PATHS = frozenset({"/health"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+async def send_json(send: Send, obj: object, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A whole JSON response in two ASGI messages."""
+    body = orjson.dumps(obj)
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if headers:
+        raw += headers
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_headers(error: ProxyError) -> list[tuple[bytes, bytes]]:
+    return [(k.encode(), v.encode()) for k, v in error.headers().items()]
+
+
 _EXPOSE = b"x-request-id, x-omni-provider, x-omni-upstream-model, x-omni-latency-ms, x-omni-cost-usd, " \
           b"x-omni-dropped-params, x-omni-attempts"
 _PREFLIGHT_MAX_AGE = b"600"
@@ -71,18 +85,19 @@ class GatewayMiddleware:
 
         try:
             if origin is not None and scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
-                status_holder[0] = await self._preflight(send_wrapper, origin, headers)
+                await self._preflight(send_wrapper, origin, headers)
                 return
             error = self._check(scope, headers)
             if error is not None:
-                await self._send_error(send_wrapper, error)
+                await send_json(send_wrapper, error.to_dict(), error.status, error_headers(error))
                 return
             route = self._fast.get(scope["path"]) if scope["method"] == "POST" else None
             await (route or self.app)(scope, self._limited(receive, headers), send_wrapper)
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
             if status_holder[0] == 0:
-                await self._send_error(send_wrapper, ProxyError("The server had an error processing the request."))
+                error = ProxyError("The server had an error processing the request.")
+                await send_json(send_wrapper, error.to_dict(), error.status)
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 entry = {
@@ -108,7 +123,7 @@ class GatewayMiddleware:
         return [(b"access-control-allow-origin", allowed), (b"access-control-expose-headers", _EXPOSE),
                 (b"vary", b"Origin")]
 
-    async def _preflight(self, send: Send, origin: bytes, headers: dict[bytes, bytes]) -> int:
+    async def _preflight(self, send: Send, origin: bytes, headers: dict[bytes, bytes]) -> None:
         if self._allowed(origin) is None:
             status, body, allow = 400, b"Disallowed CORS origin", []
         else:
@@ -121,7 +136,6 @@ class GatewayMiddleware:
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()), *allow]})
         await send({"type": "http.response.body", "body": body})
-        return status
 
     def _check(self, scope: Scope, headers: dict[bytes, bytes]) -> ProxyError | None:
         if self._keys and scope["path"] not in _OPEN_PATHS and scope["method"] != "OPTIONS":
@@ -157,11 +171,3 @@ class GatewayMiddleware:
             return message
 
         return receive_limited
-
-    @staticmethod
-    async def _send_error(send: Send, error: ProxyError) -> None:
-        body = orjson.dumps(error.to_dict())
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   *((k.encode(), v.encode()) for k, v in error.headers().items())]
-        await send({"type": "http.response.start", "status": error.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
