@@ -28,6 +28,7 @@ from proxy.config import Config, load_config
 from proxy.errors import InvalidRequest, ModelNotFound, NotFound, ProxyError, UpstreamTimeout
 from proxy.metrics import Metrics
 from proxy.middleware import GatewayMiddleware, error_headers, send_json
+from proxy.pipeline import ChatCall, compose_complete, compose_stream, steps_for
 from proxy.router import ProviderPool, Router, Served, to_proxy_error
 from proxy.routing import resolve_chain
 from proxy.schemas import CHAT_REQUEST, EMBEDDING_REQUEST, parse_json_object, validate
@@ -120,37 +121,67 @@ class Gateway:
         started = time.perf_counter()
         body = parse_json_object(await read_body(receive))
         validate(CHAT_REQUEST, body)
-        state = scope["state"]
-        state["log"]["model"] = body["model"]
-        chain = resolve_chain(self.config, body)
+        call = self.chat_call(body, scope["state"])
         if body.get("stream"):
-            await self._stream(scope, receive, send, body, chain, started)
+            await self._stream(receive, send, call, started)
             return
-        served: Served[JSON] = await self._bounded(self.router.run(chain, body, "chat", _chat))
+        served = await self.complete_chat(call)
+        result = self.finish_chat(call, served)
+        cost = self._account("chat", call.state, served, result.get("usage"), started)
+        await send_json(send, result, headers=self._headers(served, started, cost) + call.headers)
+
+    def chat_call(self, body: JSON, state: dict[str, Any]) -> ChatCall:
+        """A validated chat request, its chain resolved (unknown models fail here, before any call)."""
+        state["log"]["model"] = body["model"]
+        return ChatCall(body, resolve_chain(self.config, body), state)
+
+    async def complete_chat(self, call: ChatCall) -> Served[JSON]:
+        """The pipeline for a JSON answer, bounded by `request_timeout_s`."""
+        steps = steps_for(self, call.body)
+        run = compose_complete(steps, self._route_complete) if steps else self._route_complete
+        return await self._bounded(run(call))  # type: ignore[no-any-return]
+
+    async def open_chat(self, call: ChatCall) -> Served[Stream]:
+        """The pipeline for a stream, up to its first chunk (so failures are still real statuses)."""
+        steps = steps_for(self, call.body)
+        run = compose_stream(steps, self._route_stream) if steps else self._route_stream
+        served: Served[Stream] = await self._bounded(run(call))
+        if call.extra:
+            served.result[0][0].update(call.extra)
+        return served
+
+    def finish_chat(self, call: ChatCall, served: Served[JSON]) -> JSON:
+        """The `chat.completion` as the client sees it: public model name, id, extension fields."""
         result = served.result
         result["model"] = served.deployment.name
         result.setdefault("object", "chat.completion")
         result.setdefault("created", int(time.time()))
         if not result.get("id"):
-            result["id"] = f"chatcmpl-{state['request_id']}"
-        cost = self._account("chat", state, served, result.get("usage"), started)
-        await send_json(send, result, headers=self._headers(served, started, cost))
+            result["id"] = f"chatcmpl-{call.state['request_id']}"
+        if call.extra:
+            result.update(call.extra)
+        return result
 
-    async def _stream(self, scope: Scope, receive: Receive, send: Send, body: JSON, chain: Any, started: float) -> None:
+    async def _route_complete(self, call: ChatCall) -> Served[JSON]:
+        return await self.router.run(call.chain, call.body, "chat", _chat)
+
+    async def _route_stream(self, call: ChatCall) -> Served[Stream]:
+        return await self.router.run(call.chain, call.body, "chat", self._open_with_timeout)
+
+    async def _open_with_timeout(self, provider: Provider, req: JSON, deployment: Any) -> Stream:
         first_token_timeout = self.config.router.first_token_timeout_s
+        try:
+            async with asyncio.timeout(first_token_timeout):
+                return await open_stream(provider, req, deployment)
+        except TimeoutError:
+            raise UpstreamTimeout(f"no first token within {first_token_timeout:g} s") from None
 
-        async def open_with_timeout(provider: Provider, req: JSON, deployment: Any) -> Stream:
-            try:
-                async with asyncio.timeout(first_token_timeout):
-                    return await open_stream(provider, req, deployment)
-            except TimeoutError:
-                raise UpstreamTimeout(f"no first token within {first_token_timeout:g} s") from None
-
-        served: Served[Stream] = await self._bounded(self.router.run(chain, body, "chat", open_with_timeout))
+    async def _stream(self, receive: Receive, send: Send, call: ChatCall, started: float) -> None:
+        served = await self.open_chat(call)
         first, rest = served.result
         provider = self.pool.get(served.deployment.provider)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        state = scope["state"]
+        include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        state = call.state
         relay_state = StreamRelay(first[0].get("id") or f"chatcmpl-{state['request_id']}", served.deployment.name,
                                   include_usage)
 
@@ -160,7 +191,7 @@ class Gateway:
             self._account("chat", state, served, done.usage, started, status=error.status if error else 200)
 
         frames = relay(relay_state, first, rest, lambda exc: to_proxy_error(provider, exc), self.render_error, on_done)
-        await send_stream(receive, send, frames, _SSE_HEADERS + self._headers(served, started, None))
+        await send_stream(receive, send, frames, _SSE_HEADERS + self._headers(served, started, None) + call.headers)
 
     # -- embeddings -------------------------------------------------------------
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -26,6 +26,8 @@ from translators.base import JSON, Provider
 Item = JSON | list[JSON]
 # (the first chunk with choices and what came with it in the same read, the rest)
 Stream = tuple[list[JSON], AsyncIterator[Item]]
+# Fields of a choice-less chunk that reach the client (an extension's progress report).
+SIDE_FIELDS = ("tool_trace",)
 
 
 async def open_stream(provider: Provider, request: JSON, deployment: Any) -> Stream:
@@ -69,7 +71,7 @@ class StreamRelay:
         if choices and self._done:  # nothing may follow a choice's finish_reason
             choices = chunk["choices"] = [c for c in choices if c.get("index", 0) not in self._done]
         if not choices:
-            return None
+            return self._side_frame(chunk)
         chunk["id"] = self.id
         chunk["object"] = "chat.completion.chunk"
         chunk["created"] = self.created
@@ -87,6 +89,14 @@ class StreamRelay:
             if "role" not in delta:
                 choices[0]["delta"] = {"role": "assistant", **delta}
         return encode_event(chunk)
+
+    def _side_frame(self, chunk: JSON) -> bytes | None:
+        """A chunk with no choices that carries an extension's report (MCP's `tool_trace`) is relayed as is."""
+        side = {key: chunk[key] for key in SIDE_FIELDS if key in chunk}
+        if not side:
+            return None
+        return encode_event({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                             "model": self.model, "choices": [], **side})
 
     def frames(self, chunks: list[JSON]) -> bytes:
         return b"".join([frame for chunk in chunks if (frame := self.frame(chunk))])
