@@ -1,0 +1,141 @@
+"""The mock provider class: shapes a `MockAnswer` into OpenAI responses, chunks and embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import struct
+import time
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+from proxy.config import Deployment, ProviderConfig
+from proxy.errors import ProxyError
+from translators.base import CHAT, EMBEDDINGS, JSON, JSON_SCHEMA, STREAM, TOOLS, VISION
+from translators.mock.answer import MockAnswer, plan_mock_answer
+
+# What the mock honours (sampling params are accepted: a deterministic model is
+# what temperature 0 asks for). Anything else — logprobs, logit_bias,
+# modalities, audio, prediction, service_tier, store, metadata, vendor
+# extensions like top_k — is dropped and named, as for a real provider.
+MOCK_CHAT_PARAMS = frozenset({
+    "model", "messages", "stream", "stream_options", "temperature", "top_p", "n", "max_tokens",
+    "max_completion_tokens", "stop", "seed", "frequency_penalty", "presence_penalty", "user", "tools",
+    "tool_choice", "parallel_tool_calls", "response_format", "reasoning_effort",
+})
+
+
+def mock_embedding(text: str, dimensions: int) -> list[float]:
+    digest = b""
+    counter = 0
+    while len(digest) < dimensions * 4:
+        digest += hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        counter += 1
+    raw = [v / 2**31 - 1.0 for v in struct.unpack(f">{dimensions}I", digest[: dimensions * 4])]
+    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+    return [v / norm for v in raw]
+
+
+def to_mock_embedding_inputs(inputs: Any) -> list[tuple[str, int]]:
+    """(text to hash, token count) per input: a string, a token-id array, or a list of either."""
+    if isinstance(inputs, str):
+        return [(inputs, len(inputs.split()))]
+    if inputs and all(isinstance(i, int) for i in inputs):
+        return [(_token_ids_text(inputs), len(inputs))]  # one input given as token ids
+    return [(i, len(i.split())) if isinstance(i, str) else (_token_ids_text(i), len(i)) for i in inputs]
+
+
+def _token_ids_text(ids: list[int]) -> str:
+    return "tokens:" + ",".join(map(str, ids))
+
+
+def to_mock_message(answer: MockAnswer) -> JSON:
+    message: JSON = {"role": "assistant", "content": answer.content, "refusal": None}
+    if answer.reasoning:
+        message["reasoning_content"] = " ".join(answer.reasoning)
+    if answer.tool_calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in answer.tool_calls
+        ]
+    return message
+
+
+def to_mock_deltas(answer: MockAnswer) -> list[JSON]:
+    """One choice's deltas in order: reasoning words, content words, then each call's name and fragments."""
+    deltas: list[JSON] = [{"reasoning_content": w if i == 0 else " " + w} for i, w in enumerate(answer.reasoning)]
+    deltas += [{"content": w if i == 0 else " " + w} for i, w in enumerate(answer.words)]
+    for index, call in enumerate(answer.tool_calls):
+        deltas.append({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                                       "function": {"name": call.name, "arguments": ""}}]})
+        deltas += [{"tool_calls": [{"index": index, "function": {"arguments": f}}]} for f in call.fragments if f]
+    if not deltas:
+        deltas.append({"content": ""})
+    deltas[0] = {"role": "assistant", **deltas[0]}
+    return deltas
+
+
+class MockProvider:
+    capabilities: ClassVar[frozenset[str]] = frozenset({CHAT, STREAM, EMBEDDINGS, TOOLS, VISION, JSON_SCHEMA})
+    supported_params: ClassVar[frozenset[str] | None] = MOCK_CHAT_PARAMS
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self._response = config.get("response")
+        self._delay_ms = float(config.get("chunk_delay_ms", 0) or 0)
+
+    def _plan(self, request: JSON, deployment: Deployment) -> MockAnswer:
+        return plan_mock_answer(request, deployment.options.get("response") or self._response)
+
+    async def chat(self, request: JSON, deployment: Deployment) -> JSON:
+        answer = self._plan(request, deployment)
+        message = to_mock_message(answer)
+        return {
+            "id": f"chatcmpl-mock{time.time_ns():x}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": deployment.model,
+            "choices": [
+                {"index": i, "message": message if i == 0 else dict(message), "finish_reason": answer.finish,
+                 "logprobs": None}
+                for i in range(answer.n)
+            ],
+            "usage": answer.usage,
+        }
+
+    async def stream(self, request: JSON, deployment: Deployment) -> AsyncIterator[JSON]:
+        answer = self._plan(request, deployment)
+        delay = float(deployment.options.get("chunk_delay_ms", self._delay_ms) or 0) / 1000
+        deltas = to_mock_deltas(answer)
+        n = answer.n
+        for step, delta in enumerate(deltas):
+            if step and delay:
+                await asyncio.sleep(delay)
+            if n == 1:
+                yield {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            else:  # choices interleave, each its own chunk, as OpenAI sends them
+                for index in range(n):
+                    yield {"choices": [{"index": index, "delta": dict(delta), "finish_reason": None}]}
+        for index in range(n):
+            yield {"choices": [{"index": index, "delta": {}, "finish_reason": answer.finish}]}
+        yield {"choices": [], "usage": answer.usage}
+
+    async def embed(self, request: JSON, deployment: Deployment) -> JSON:
+        inputs = to_mock_embedding_inputs(request["input"])
+        dimensions = int(request.get("dimensions") or 16)
+        tokens = sum(count for _, count in inputs)
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": mock_embedding(text, dimensions)}
+                for i, (text, _) in enumerate(inputs)
+            ],
+            "model": deployment.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    def map_error(self, exc: BaseException) -> ProxyError | None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
