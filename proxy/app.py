@@ -262,6 +262,7 @@ class Gateway:
             (b"x-omni-upstream-model", served.deployment.model.encode()),
             (b"x-omni-latency-ms", str(round((time.perf_counter() - started) * 1000)).encode()),
             (b"x-omni-attempts", ", ".join(served.attempts).encode()),
+            (b"x-omni-route-reason", served.reason.encode()),
         ]
         if cost is not None:
             headers.append((b"x-omni-cost-usd", f"{cost:.8f}".encode()))
@@ -281,7 +282,7 @@ class Gateway:
         self.metrics.account(deployment.name, provider, usage, cost)
         state["log"].update(
             model=deployment.name, provider=provider, upstream_model=deployment.model,
-            prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost,
+            prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost, route_reason=served.reason,
         )
         return cost
 

@@ -19,6 +19,10 @@ import yaml
 
 from translators import PROVIDER_TYPES
 
+STRATEGY_ORDERS = ("ordered", "latency", "cost", "least_busy")  # CONTRACT §16
+MODEL_ROUTINGS = ("round_robin", *STRATEGY_ORDERS)
+_CAPABILITY_KEYS = ("context_window", "vision", "tools")
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 class ConfigError(Exception):
@@ -53,6 +57,9 @@ class Deployment:
     weight: float = 1.0
     timeout_s: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)  # type-specific: response, max_tokens, ...
+    context_window: int | None = None  # tokens; None: unknown (no check)
+    vision: bool | None = None  # False: cannot take images
+    tools: bool | None = None  # False: cannot call tools
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         if self.input_cost_per_mtok is None and self.output_cost_per_mtok is None:
@@ -86,6 +93,8 @@ class Config:
     strategies: Mapping[str, tuple[str, ...]]
     router: RouterConfig = RouterConfig()
     path: str | None = None
+    # Non-default orders: strategy name -> STRATEGY_ORDERS, model name -> MODEL_ROUTINGS (CONTRACT §16).
+    orders: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -127,7 +136,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from exc
     config = parse_config(text, env if env is not None else os.environ)
-    return Config(config.server, config.providers, config.models, config.strategies, config.router, str(path))
+    return dataclasses.replace(config, path=str(path))
 
 
 def parse_config(text: str, env: Mapping[str, str]) -> Config:
@@ -154,6 +163,7 @@ class _Validator:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.problems: list[str] = []
+        self.orders: dict[str, str] = {}
 
     def fail(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}")
@@ -170,7 +180,7 @@ class _Validator:
         strategies = self.strategies(raw.get("strategies"), models)
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(server, providers, models, strategies, router)
+        return Config(server, providers, models, strategies, router, orders=self.orders)
 
     # -- scalar helpers ------------------------------------------------------
     def string(self, value: Any, path: str) -> str | None:
@@ -294,10 +304,26 @@ class _Validator:
         out: dict[str, tuple[Deployment, ...]] = {}
         for name, body in raw.items():
             path = f"models.{name}"
+            inherited: dict[str, Any] = {}
+            if isinstance(body, dict) and "deployments" in body:  # {routing, deployments, capabilities}
+                for key in body.keys() - {"routing", "deployments", *_CAPABILITY_KEYS}:
+                    self.fail(f"{path}.{key}", "unknown key (with `deployments`, per-deployment keys go in each deployment)")
+                routing = body.get("routing", "round_robin")
+                if routing not in MODEL_ROUTINGS:
+                    self.fail(f"{path}.routing", f"expected one of {', '.join(MODEL_ROUTINGS)}, got {routing!r}")
+                elif routing != "round_robin":
+                    self.orders[str(name)] = routing
+                inherited = {k: body[k] for k in _CAPABILITY_KEYS if k in body}
+                body = body["deployments"]
+                path = f"{path}.deployments"
+                if not isinstance(body, list):
+                    self.fail(path, f"expected a list, got {_kind(body)}")
+                    continue
             entries = body if isinstance(body, list) else [body]
             if isinstance(body, list) and not body:
                 self.fail(path, "a deployment list needs at least one deployment")
             where = [f"{path}[{i}]" for i in range(len(entries))] if isinstance(body, list) else [path]
+            entries = [{**inherited, **e} if isinstance(e, dict) else e for e in entries]
             deployments = [self.deployment(str(name), e, w, providers) for e, w in zip(entries, where)]
             if all(d is not None for d in deployments) and deployments:
                 out[str(name)] = tuple(d for d in deployments if d is not None)
@@ -328,6 +354,10 @@ class _Validator:
                     self.fail(where, f"expected chat or embedding, got {value!r}")
             elif key in ("input_cost_per_mtok", "output_cost_per_mtok", "weight", "timeout_s"):
                 fields[key] = self.number(value, where)
+            elif key == "context_window":
+                fields[key] = self.number(value, where, integer=True, minimum=1)
+            elif key in ("vision", "tools"):
+                fields[key] = self.boolean(value, where)
             elif spec is not None and key in spec.model_keys:
                 fields["options"][key] = self.number(value, where) if key in ("chunk_delay_ms", "max_tokens") else (
                     self.string(value, where)
@@ -343,7 +373,7 @@ class _Validator:
         if not ok or any(fields.get(k) is None for k in ("model",)) or fields.get("mode", "chat") is None:
             return None
         fields = {k: v for k, v in fields.items() if v is not None}
-        return Deployment(name=name, provider=str(provider_name), **fields)
+        return with_catalog_defaults(Deployment(name=name, provider=str(provider_name), **fields))
 
     def strategies(self, raw: Any, models: Mapping[str, tuple[Deployment, ...]]) -> dict[str, tuple[str, ...]]:
         if raw is None:
@@ -356,6 +386,16 @@ class _Validator:
             path = f"strategies.{name}"
             if name in models:
                 self.fail(path, f"'{name}' is already a model name")
+            if isinstance(members, dict):  # {order, members}
+                for key in members.keys() - {"order", "members"}:
+                    self.fail(f"{path}.{key}", "unknown key (expected order and members)")
+                order = members.get("order", "ordered")
+                if order not in STRATEGY_ORDERS:
+                    self.fail(f"{path}.order", f"expected one of {', '.join(STRATEGY_ORDERS)}, got {order!r}")
+                elif order != "ordered":
+                    self.orders[str(name)] = order
+                members = members.get("members")
+                path = f"{path}.members"
             names = self.strings(members, path)
             if isinstance(members, list) and not members:
                 self.fail(path, "a strategy needs at least one model")
@@ -364,6 +404,15 @@ class _Validator:
                     self.fail(f"{path}[{i}]", f"unknown model {member!r}")
             out[str(name)] = tuple(names)
         return out
+
+
+def with_catalog_defaults(deployment: Deployment) -> Deployment:
+    """Capabilities and prices the entry left out, from the shipped model table (proxy/catalog.py)."""
+    from proxy.catalog import lookup
+
+    known = lookup(deployment.model)
+    missing = {k: v for k, v in known.items() if getattr(deployment, k, None) is None}
+    return dataclasses.replace(deployment, **missing) if missing else deployment
 
 
 def _readiness(

@@ -27,7 +27,8 @@ from proxy.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from proxy.routing import Balancer, Health, Link, split_available
+from proxy.ranking import Needs, Stats, missing_capability, needs_of, rank
+from proxy.routing import Balancer, Health, Link
 from translators import MissingExtra, load_provider_class
 from translators.base import GATEWAY_FIELDS, JSON, Provider
 
@@ -63,6 +64,14 @@ class ProviderPool:
                 await provider.aclose()
             except Exception:  # closing must not stop the others from closing
                 log.warning("closing provider failed", exc_info=True)
+
+
+def _itself(d: Deployment) -> tuple[Deployment]:
+    return (d,)
+
+
+def _deployments_of_link(link: Link) -> tuple[Deployment, ...]:
+    return link[1]
 
 
 def to_proxy_error(provider: Provider | None, exc: BaseException) -> ProxyError:
@@ -105,6 +114,7 @@ class Served(Generic[T]):
     provider: ProviderConfig
     dropped: list[str]
     attempts: list[str] = field(default_factory=list)
+    reason: str = "ordered"  # why this order: x-omni-route-reason (CONTRACT §16)
 
 
 Operation = Callable[[Provider, JSON, Deployment], Awaitable[T]]
@@ -118,29 +128,79 @@ class Router:
         health: Health | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff_s: float = 0.5,
+        stats: Stats | None = None,
     ) -> None:
         self.config = config
         self.pool = pool
         self.health = health or Health(config.router)
         self.balancer = Balancer()
+        self.stats = stats or Stats()
         self._sleep = sleep
         self._backoff_s = backoff_s
 
-    def _candidates(self, chain: list[Link]) -> list[Deployment]:
+    def plan(self, chain: list[Link], request: JSON) -> tuple[list[Deployment], list[str], str]:
+        """Deployments to try in order, the members skipped for a missing capability, and the reason.
+
+        A strategy with an order ranks its members; a model with a routing
+        ranks its deployments (else its weighted round-robin). Deployments
+        cooling down go last; members that cannot honour the request are left out.
+        """
+        links = list(chain)
+        needs_cache: list[Needs] = []
+
+        def needs() -> Needs:
+            if not needs_cache:
+                needs_cache.append(needs_of(request))
+            return needs_cache[0]
+
+        orders = self.config.orders
+        reason = ""
+        if orders:
+            requested = request.get("model")
+            for strategy in (requested, request.get("fallback_strategy")):
+                order = orders.get(strategy) if strategy in self.config.strategies else None  # type: ignore[operator]
+                if order:
+                    members = set(self.config.strategies[strategy])  # type: ignore[index]
+                    if strategy != requested:  # the model asked for stays first, whatever the fallback's order
+                        members.discard(requested)  # type: ignore[arg-type]
+                    where = [i for i, (name, _) in enumerate(links) if name in members]
+                    ranked, why = rank(order, [links[i] for i in where], _deployments_of_link, self.stats, needs,
+                                       self.stats.turn(strategy))  # type: ignore[arg-type]
+                    for i, link in zip(where, ranked):
+                        links[i] = link
+                    reason = reason or why
         ready: list[Deployment] = []
         cooling: list[Deployment] = []
-        for name, deployments in chain:
-            up, down = split_available(self.balancer.order(name, deployments), self.health)
-            ready += up
-            cooling += down
+        skipped: list[str] = []
+        available = self.health.available
+        for name, deployments in links:
+            routing = orders.get(name) if orders else None
+            if routing:
+                ordered, why = rank(routing, deployments, _itself, self.stats, needs, self.stats.turn(name))
+            elif len(deployments) == 1:
+                ordered, why = deployments, "ordered"  # type: ignore[assignment]
+            else:
+                ordered, why = self.balancer.order(name, deployments), "round_robin"
+            reason = reason or why
+            for d in ordered:
+                if d.vision is False or d.tools is False or d.context_window is not None:  # has limits
+                    missing = missing_capability(d, needs())
+                    if missing is not None:
+                        skipped.append(f"{name} skipped: {missing}")
+                        continue
+                (ready if available(d) else cooling).append(d)
         # Every deployment cooling down: probe them rather than fail without trying.
-        return ready or cooling
+        return ready or cooling, skipped, reason
 
     async def run(self, chain: list[Link], request: JSON, mode: str, operation: Operation[T]) -> Served[T]:
         errors: list[ProxyError] = []
-        attempts: list[str] = []
+        candidates, skipped, reason = self.plan(chain, request)
+        if not candidates and skipped:
+            raise InvalidRequest("no model can serve this request: " + "; ".join(skipped), param="model",
+                                 code="capability_unsupported")
+        attempts: list[str] = list(skipped)
         strict = not self.config.server.drop_unsupported_params
-        for deployment in self._candidates(chain):
+        for deployment in candidates:
             label = f"{deployment.name}={deployment.provider}/{deployment.model}"
             cfg = self.config.providers[deployment.provider]
             try:
@@ -153,6 +213,8 @@ class Router:
                 attempts.append(f"{label}:{exc.status}")
                 continue
             for attempt in range(cfg.max_retries + 1):
+                started = self.stats.clock()
+                self.stats.enter(deployment)
                 try:
                     result = await self._attempt(operation, provider, body, deployment, cfg)
                 except Exception as exc:  # every failure becomes a ProxyError below
@@ -168,9 +230,12 @@ class Router:
                         break
                     await self._sleep(delay)
                 else:
+                    self.stats.observe(deployment, self.stats.clock() - started)
                     self.health.record_success(deployment)
                     attempts.append(f"{label}:200")
-                    return Served(result, deployment, cfg, dropped, attempts)
+                    return Served(result, deployment, cfg, dropped, attempts, reason)
+                finally:
+                    self.stats.leave(deployment)
         raise self._final_error(errors, attempts)
 
     def _provider(self, deployment: Deployment, cfg: ProviderConfig, mode: str) -> Provider:

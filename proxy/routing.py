@@ -7,10 +7,10 @@ injectable clock. The I/O loop that walks a chain lives in `proxy.router`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from proxy.config import Config, Deployment, RouterConfig
+from proxy.config import Config, Deployment, RouterConfig, with_catalog_defaults
 from proxy.errors import InvalidRequest, ModelNotFound
 
 Link = tuple[str, tuple[Deployment, ...]]  # (public model name, its deployments)
@@ -24,7 +24,7 @@ def resolve_model(config: Config, name: str) -> list[Link]:
         return [(member, config.models[member]) for member in config.strategies[name]]
     provider, slash, upstream = name.partition("/")
     if slash and upstream and provider in config.providers:
-        return [(name, (Deployment(name=name, provider=provider, model=upstream),))]
+        return [(name, (with_catalog_defaults(Deployment(name=name, provider=provider, model=upstream)),))]
     known = [m for m in config.models if not config.providers[config.models[m][0].provider].not_ready]
     known += list(config.strategies)
     hint = f"; available models include: {', '.join(known[:8])}" if known else ""
@@ -71,6 +71,8 @@ class Health:
         return (deployment.provider, deployment.model)
 
     def available(self, deployment: Deployment) -> bool:
+        if not self._circuits:  # nothing has ever failed: the common case, kept cheap
+            return True
         circuit = self._circuits.get(self.key(deployment))
         return circuit is None or circuit.open_until <= self._clock()
 
@@ -109,10 +111,3 @@ class Balancer:
         first = max(range(len(deployments)), key=current.__getitem__)
         current[first] -= total
         return [deployments[first], *(d for i, d in enumerate(deployments) if i != first)]
-
-
-def split_available(deployments: Iterable[Deployment], health: Health) -> tuple[list[Deployment], list[Deployment]]:
-    ready, cooling = [], []
-    for d in deployments:
-        (ready if health.available(d) else cooling).append(d)
-    return ready, cooling

@@ -31,7 +31,7 @@ server:
 providers:
   co: {{type: cohere, api_key: "{UPSTREAM_KEY}", base_url: "{upstream}", max_retries: 1}}
 models:
-  command: {{provider: co, model: command-a-03-2025}}
+  command: {{provider: co, model: command-a-03-2025, vision: true}}  # the fake takes images
   co-tools: {{provider: co, model: tools}}
   co-think: {{provider: co, model: think}}
   co-length: {{provider: co, model: length}}
