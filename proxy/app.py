@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib
 import struct
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -326,6 +327,33 @@ async def _embed(provider: Provider, request: JSON, deployment: Any) -> JSON:
     return await provider.embed(request, deployment)
 
 
+class LazyEndpoint:
+    """A POST route whose module is imported on its first request: `factory(gateway)` builds the ASGI app.
+
+    Keeps `import proxy.app` (and start-up) free of ingress and extension modules.
+    """
+
+    def __init__(self, gateway: Gateway, target: str) -> None:
+        self.gateway = gateway
+        self.target = target
+        self._app: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            module, _, name = self.target.partition(":")
+            self._app = getattr(importlib.import_module(module), name)(self.gateway)
+        await self._app(scope, receive, send)
+
+
+# More ingress APIs (CONTRACT §15, legacy completions): path -> "module:factory", POST only.
+INGRESS_ROUTES = {
+    "/messages": "proxy.ingress.messages_api:build",
+    "/messages/count_tokens": "proxy.ingress.messages_api:build_count_tokens",
+    "/responses": "proxy.ingress.responses_api:build",
+    "/completions": "proxy.ingress.completions_api:build",
+}
+
+
 def create_app(config: Config | None = None) -> Starlette:
     config = config or load_config()
     gateway = Gateway(config)
@@ -338,8 +366,9 @@ def create_app(config: Config | None = None) -> Starlette:
             error = NotFound(f"Unknown route: {request.method} {request.url.path}")
         return gateway.error_response(error)
 
-    hot = {"/chat/completions": Endpoint(gateway, "chat", gateway.chat_completions),
-           "/embeddings": Endpoint(gateway, "embeddings", gateway.embeddings)}
+    hot: dict[str, Endpoint | LazyEndpoint] = {"/chat/completions": Endpoint(gateway, "chat", gateway.chat_completions),
+                                               "/embeddings": Endpoint(gateway, "embeddings", gateway.embeddings)}
+    hot.update({path: LazyEndpoint(gateway, target) for path, target in INGRESS_ROUTES.items()})
     # POSTs to these skip Starlette entirely (the middleware dispatches them); other
     # methods reach the same endpoints through Starlette's router, which answers 405.
     fast_routes = {prefix + path: endpoint for path, endpoint in hot.items() for prefix in ("/v1", "")}

@@ -137,3 +137,23 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+# Anthropic's error `type` for a status (https://docs.anthropic.com/en/api/errors), for the Messages ingress.
+ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+                         403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                         429: "rate_limit_error", 504: "timeout_error", 529: "overloaded_error"}
+ANTHROPIC_PATHS = ("/v1/messages", "/messages")  # the paths whose errors take Anthropic's shape
+
+
+def anthropic_error_body(error: ProxyError, message: str | None = None) -> dict[str, Any]:
+    """`{"type": "error", "error": {"type", "message"}}`: how Anthropic clients expect any failure."""
+    kind = ANTHROPIC_ERROR_TYPES.get(error.status)
+    if kind is None:
+        kind = "api_error" if error.status >= 500 else "invalid_request_error"
+    return {"type": "error", "error": {"type": kind, "message": error.message if message is None else message}}
+
+
+def error_body_for(path: str, error: ProxyError) -> dict[str, Any]:
+    """The error body in the shape of the API `path` belongs to (Anthropic's for /v1/messages, else OpenAI's)."""
+    return anthropic_error_body(error) if path.startswith(ANTHROPIC_PATHS) else error.to_dict()

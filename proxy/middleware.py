@@ -16,7 +16,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.config import ServerConfig
-from proxy.errors import AuthenticationFailed, ProxyError, RequestTooLarge
+from proxy.errors import AuthenticationFailed, ProxyError, RequestTooLarge, error_body_for
 
 access_log = logging.getLogger("omni.access")
 log = logging.getLogger("omni")
@@ -89,7 +89,7 @@ class GatewayMiddleware:
                 return
             error = self._check(scope, headers)
             if error is not None:
-                await send_json(send_wrapper, error.to_dict(), error.status, error_headers(error))
+                await send_json(send_wrapper, error_body_for(scope["path"], error), error.status, error_headers(error))
                 return
             route = self._fast.get(scope["path"]) if scope["method"] == "POST" else None
             await (route or self.app)(scope, self._limited(receive, headers), send_wrapper)
@@ -97,7 +97,7 @@ class GatewayMiddleware:
             log.exception("unhandled error", extra={"request_id": request_id})
             if status_holder[0] == 0:
                 error = ProxyError("The server had an error processing the request.")
-                await send_json(send_wrapper, error.to_dict(), error.status)
+                await send_json(send_wrapper, error_body_for(scope["path"], error), error.status)
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 entry = {

@@ -64,6 +64,15 @@ class StreamRelay:
         return bool(self._started) and self._started <= self._done
 
     def frame(self, chunk: JSON) -> bytes | None:
+        normal = self.normalize(chunk)
+        return None if normal is None else encode_event(normal)
+
+    def normalize(self, chunk: JSON) -> JSON | None:
+        """The chunk as the client may see it (in place), a side chunk, or None (nothing to relay).
+
+        Other ingresses (Messages, Responses, legacy completions) map what this returns into
+        their own events; `frame` is it plus the SSE encoding.
+        """
         usage = chunk.pop("usage", None)
         if usage:
             self.usage = usage
@@ -88,15 +97,15 @@ class StreamRelay:
             delta = choices[0].setdefault("delta", {})
             if "role" not in delta:
                 choices[0]["delta"] = {"role": "assistant", **delta}
-        return encode_event(chunk)
+        return chunk
 
-    def _side_frame(self, chunk: JSON) -> bytes | None:
+    def _side_frame(self, chunk: JSON) -> JSON | None:
         """A chunk with no choices that carries an extension's report (MCP's `tool_trace`) is relayed as is."""
         side = {key: chunk[key] for key in SIDE_FIELDS if key in chunk}
         if not side:
             return None
-        return encode_event({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                             "model": self.model, "choices": [], **side})
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": [], **side}
 
     def frames(self, chunks: list[JSON]) -> bytes:
         return b"".join([frame for chunk in chunks if (frame := self.frame(chunk))])

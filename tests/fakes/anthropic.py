@@ -18,6 +18,8 @@ Behaviour is chosen by the requested model id:
   midstream-error  a text delta, then `event: error` overloaded_error
   garbage          200 with a body that is not JSON
   slow-<ms>        waits before answering
+
+`POST /v1/messages/count_tokens` answers `{"input_tokens": 40 + number of messages}`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "
 TOP_LEVEL_KEYS = {"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
                   "temperature", "top_p", "top_k", "tools", "tool_choice", "thinking", "output_config",
                   "service_tier", "container", "cache_control"}
+COUNT_KEYS = {"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"}
 USAGE = {"input_tokens": 10, "cache_creation_input_tokens": 2, "cache_read_input_tokens": 5}
 TOOL_USES = [{"type": "tool_use", "id": "toolu_weather_1", "name": "get_weather", "input": {"city": "Paris"}},
              {"type": "tool_use", "id": "toolu_time_2", "name": "get_time", "input": {"tz": "CET"}}]
@@ -134,7 +137,17 @@ def make_app(recorder: Recorder) -> Starlette:
             "stop_reason": stop, "stop_sequence": None, "usage": usage,
         }), media_type="application/json")
 
-    return Starlette(routes=[Route("/v1/messages", messages, methods=["POST"])])
+    async def count_tokens(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        recorder.requests.append(Recorded("POST", request.url.path, dict(request.headers), body))
+        extra = sorted(set(body) - COUNT_KEYS)
+        if extra:
+            return _error(400, f"{extra[0]}: Extra inputs are not permitted")
+        return Response(orjson.dumps({"input_tokens": 40 + len(body.get("messages") or [])}),
+                        media_type="application/json")
+
+    return Starlette(routes=[Route("/v1/messages", messages, methods=["POST"]),
+                             Route("/v1/messages/count_tokens", count_tokens, methods=["POST"])])
 
 
 async def stream(model: str, blocks: list[dict[str, Any]], stop: str,

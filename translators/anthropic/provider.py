@@ -16,9 +16,10 @@ from translators.anthropic.errors import anthropic_error_message, map_anthropic_
 from translators.anthropic.request import to_anthropic_request
 from translators.anthropic.response import AnthropicStreamState, from_anthropic_event, from_anthropic_response
 from translators.base import CHAT, JSON, JSON_SCHEMA, STREAM, TOOLS, VISION
-from translators.http import SDKSender, map_http_error
+from translators.http import BodyStream, SDKSender, map_http_error
 
 MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
 
 class AnthropicProvider:
@@ -67,6 +68,32 @@ class AnthropicProvider:
                 yield batch
         finally:
             await response.aclose()
+
+    # -- the Messages ingress's pass-through: Anthropic bodies in, Anthropic answers out, untranslated --
+    async def messages(self, body: JSON, deployment: Deployment) -> JSON:
+        """POST a Messages body as the client sent it (model already the upstream id); the raw `message`."""
+        response = await self._sender.post(MESSAGES_PATH, body, deployment.timeout_s)
+        message = orjson.loads(await response.aread())
+        if not isinstance(message, dict):
+            raise UpstreamError("upstream sent a malformed message")
+        return message  # type: ignore[no-any-return]
+
+    async def messages_stream(self, body: JSON, deployment: Deployment) -> AsyncIterator[list[JSON]]:
+        """Open the upstream stream (status errors raise here, before any byte reaches the client);
+        the events come as raw dicts, one list per upstream read."""
+        response = await self._sender.post(MESSAGES_PATH, {**body, "stream": True}, deployment.timeout_s)
+        return self._raw_events(response)
+
+    async def _raw_events(self, response: BodyStream) -> AsyncIterator[list[JSON]]:
+        try:
+            async for batch in iter_chunk_batches(response.aiter_bytes(), orjson.loads):
+                yield batch
+        finally:
+            await response.aclose()
+
+    async def count_tokens(self, body: JSON, deployment: Deployment) -> JSON:
+        response = await self._sender.post(COUNT_TOKENS_PATH, body, deployment.timeout_s)
+        return orjson.loads(await response.aread())  # type: ignore[no-any-return]
 
     def map_error(self, exc: BaseException) -> ProxyError | None:
         return map_http_error(exc) or map_anthropic_error(exc)
