@@ -7,6 +7,8 @@ https://docs.anthropic.com/en/api/messages and /en/api/messages-streaming. What 
   `thinking_blocks` (replayed verbatim by the Anthropic translators) only when they
   carry a signature; unsigned ones (made up from another vendor's reasoning) are dropped.
 - `thinking.budget_tokens` maps to the nearest `reasoning_effort`.
+- Server tools (`web_search_20250305`, ...) run at Anthropic only: translation leaves
+  them out and names them in `x-omni-dropped-params` (Claude Code offers some).
 - Stream events are named (`event:` lines): `message_start`, then per block
   `content_block_start` / `_delta` / `_stop`, then `message_delta` (stop_reason,
   output usage) and `message_stop`. OpenAI usage arrives only at the end, so
@@ -64,7 +66,7 @@ def to_openai_request(body: JSON) -> JSON:
     user = (body.get("metadata") or {}).get("user_id") if isinstance(body.get("metadata"), dict) else None
     if user:
         out["user"] = str(user)
-    tools = body.get("tools")
+    tools = [tool for tool in body.get("tools") or [] if not is_server_tool(tool)]
     if tools:
         out["tools"] = [to_openai_tool(tool) for tool in tools]
     choice = body.get("tool_choice")
@@ -194,12 +196,19 @@ def to_openai_assistant_turn(blocks: list[Any], i: int) -> JSON:
     return message
 
 
+def is_server_tool(tool: Any) -> bool:
+    """Anthropic-run tools (`web_search_20250305`, `bash_20250124`, ...) have a `type`; client tools have none."""
+    return isinstance(tool, dict) and tool.get("type") not in (None, "custom")
+
+
+def server_tool_names(body: JSON) -> list[str]:
+    """What translation leaves out (only Anthropic runs these), named for `x-omni-dropped-params`."""
+    return [f"tools.{tool.get('name') or tool['type']}" for tool in body.get("tools") or [] if is_server_tool(tool)]
+
+
 def to_openai_tool(tool: Any) -> JSON:
     if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
         raise InvalidRequest("tools: each tool needs a name", param="tools")
-    if tool.get("type") not in (None, "custom"):
-        raise InvalidRequest(f"tools: server tool type {tool['type']!r} is not supported by this gateway; "
-                             "define client tools with name, description and input_schema", param="tools")
     function: JSON = {"name": tool["name"], "parameters": tool.get("input_schema") or {"type": "object",
                                                                                        "properties": {}}}
     if tool.get("description"):

@@ -25,6 +25,7 @@ from proxy.ingress.anthropic_messages import (
     estimate_input_tokens,
     from_openai_chunk,
     from_openai_response,
+    server_tool_names,
     start_events,
     to_openai_request,
 )
@@ -71,6 +72,7 @@ def to_openai_usage(usage: JSON | None) -> JSON:
 
 async def messages(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     from proxy.app import read_body, send_stream
+    from proxy.middleware import send_json
 
     started = time.perf_counter()
     body = parse_json_object(await read_body(receive))
@@ -82,23 +84,26 @@ async def messages(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
     if not request.get("stream"):
         if native is None:
             served = await gateway.complete_chat(call)
-            result = from_openai_response(gateway.finish_chat(call, served), served.deployment.name, message_id)
-            result.update(call.extra)
+            kind, answer = "openai", gateway.finish_chat(call, served)
         else:
             served = await gateway._bounded(gateway.router.run(call.chain, request, "chat", _either(native)))
-            result = _answer(served, message_id)
-        usage = to_openai_usage(result.get("usage"))
-        cost = gateway._account("messages", call.state, served, usage, started)
-        from proxy.middleware import send_json
-
+            kind, answer = served.result
+        _note_dropped(served, kind, body)
+        if kind == "anthropic":
+            result = {**answer, "model": served.deployment.name}
+        else:
+            result = {**from_openai_response(answer, served.deployment.name, message_id), **call.extra}
+        cost = gateway._account("messages", call.state, served, to_openai_usage(result.get("usage")), started)
         await send_json(send, result, headers=gateway._headers(served, started, cost) + call.headers)
         return
     if native is None:
         opened = await gateway.open_chat(call)
         kind, stream = "openai", opened.result
     else:
-        opened = await gateway._bounded(gateway.router.run(call.chain, request, "chat", _either_stream(gateway, native)))
+        either = _either_stream(gateway, native)
+        opened = await gateway._bounded(gateway.router.run(call.chain, request, "chat", either))
         kind, stream = opened.result
+    _note_dropped(opened, kind, body)
     provider = gateway.pool.get(opened.deployment.provider)
     state = call.state
 
@@ -119,6 +124,11 @@ async def messages(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
         frames = relay_mapped(relay_state, first, rest, encoder, on_error,
                               lambda done, error: on_done(done.usage, error))
     await send_stream(receive, send, frames, stream_headers(gateway, opened, started, call.headers))
+
+
+def _note_dropped(served: Served[Any], kind: str, body: JSON) -> None:
+    """Passed through, nothing was dropped; translated, the server tools were too."""
+    served.dropped = [] if kind == "anthropic" else server_tool_names(body) + served.dropped
 
 
 def _upstream_body(native: JSON, deployment: Deployment) -> JSON:
@@ -144,14 +154,6 @@ def _either_stream(gateway: Gateway, native: JSON) -> Any:
         return "openai", await gateway._open_with_timeout(provider, prepared, deployment)
 
     return operation
-
-
-def _answer(served: Served[tuple[str, JSON]], message_id: str) -> JSON:
-    kind, result = served.result
-    if kind == "anthropic":
-        result["model"] = served.deployment.name
-        return result
-    return from_openai_response(result, served.deployment.name, message_id)
 
 
 class MessagesEncoder:

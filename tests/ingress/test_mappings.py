@@ -62,12 +62,19 @@ def test_messages_to_openai_request(body: dict[str, Any], expected: dict[str, An
     assert am.to_openai_request(body) == expected
 
 
+def test_messages_server_tools_left_out_and_named() -> None:
+    body = {"model": "m", "messages": [], "tools": [{"type": "web_search_20250305", "name": "web_search"},
+                                                    {"name": "f", "input_schema": {"type": "object"}}]}
+    assert [t["function"]["name"] for t in am.to_openai_request(body)["tools"]] == ["f"]
+    assert am.server_tool_names(body) == ["tools.web_search"]
+
+
 @pytest.mark.parametrize(("body", "param"), [
     ({"messages": []}, "model"),
     ({"model": "m"}, "messages"),
     ({"model": "m", "messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
     ({"model": "m", "messages": [], "max_tokens": 0}, "max_tokens"),
-    ({"model": "m", "messages": [], "tools": [{"type": "bash_20250124", "name": "bash"}]}, "tools"),
+    ({"model": "m", "messages": [], "tools": [{"description": "no name"}]}, "tools"),
     ({"model": "m", "messages": [], "tool_choice": {"type": "maybe"}}, "tool_choice"),
     ({"model": "m", "messages": [{"role": "user", "content": [{"type": "video"}]}]}, "messages.0.content"),
 ])

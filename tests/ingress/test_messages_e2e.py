@@ -179,8 +179,7 @@ def test_auth_either_header_and_anthropic_error_shape(proxy: RunningProxy, heade
 @pytest.mark.parametrize(("model", "payload", "error_class", "error_type"), [
     ("nope", None, anthropic.NotFoundError, "not_found_error"),
     ("gpt", {"messages": "nope"}, anthropic.BadRequestError, "invalid_request_error"),
-    ("gpt", {"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, anthropic.BadRequestError,
-     "invalid_request_error"),
+    ("gpt", {"tool_choice": {"type": "sometimes"}}, anthropic.BadRequestError, "invalid_request_error"),
     ("gpt-limited", None, anthropic.RateLimitError, "rate_limit_error"),
 ])
 def test_errors_in_anthropic_shape(client: anthropic.Anthropic, model: str, payload: Any, error_class: type,
@@ -208,3 +207,16 @@ def test_too_large_body_in_anthropic_shape(proxy: RunningProxy) -> None:
                           content=orjson.dumps({"model": "gpt", "messages": [{"role": "user", "content": "x" * 11_000_000}]}))
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "request_too_large" and response.json()["type"] == "error"
+
+
+def test_server_tools_dropped_and_named_when_translated(client: anthropic.Anthropic,
+                                                       fakes: dict[str, tuple[str, Recorder]]) -> None:
+    tools: Any = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}, WEATHER]
+    raw = client.messages.with_raw_response.create(model="gpt", max_tokens=20, tools=tools,
+                                                   messages=[{"role": "user", "content": "hi"}])
+    assert raw.headers["x-omni-dropped-params"] == "tools.web_search"
+    assert [t["function"]["name"] for t in fakes["oai"][1].last().body["tools"]] == ["get_weather"]
+    raw = client.messages.with_raw_response.create(model="claude", max_tokens=20, tools=tools,
+                                                   messages=[{"role": "user", "content": "hi"}])
+    assert "x-omni-dropped-params" not in raw.headers
+    assert fakes["ant"][1].last().body["tools"] == tools
