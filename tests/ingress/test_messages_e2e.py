@@ -220,3 +220,21 @@ def test_server_tools_dropped_and_named_when_translated(client: anthropic.Anthro
                                                    messages=[{"role": "user", "content": "hi"}])
     assert "x-omni-dropped-params" not in raw.headers
     assert fakes["ant"][1].last().body["tools"] == tools
+
+
+@pytest.mark.parametrize("model", ["gemini-tools", "claude-tools"])
+def test_claude_code_shaped_request(client: anthropic.Anthropic, model: str) -> None:
+    """What Claude Code sends: the beta endpoint (?beta=true), cached system and tool blocks, metadata, a stream."""
+    cached = {"type": "ephemeral"}
+    with client.beta.messages.stream(
+        model=model, max_tokens=32000, betas=["claude-code-20250219"], extra_body={"temperature": 1},
+        system=[{"type": "text", "text": "You are a coding agent.", "cache_control": cached}],
+        tools=[{**WEATHER, "cache_control": cached}, TIME], metadata={"user_id": "user_abc_account__session_1"},
+        messages=[{"role": "user", "content": [
+            {"type": "text", "text": "<system-reminder>context</system-reminder>"},
+            {"type": "text", "text": "weather and time?", "cache_control": cached}]}],
+    ) as stream:
+        final = stream.get_final_message()
+    assert [(b.name, b.input) for b in final.content if b.type == "tool_use"] == [
+        ("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})]
+    assert final.stop_reason == "tool_use"
