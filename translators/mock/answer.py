@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from proxy.errors import InvalidRequest
@@ -50,8 +50,8 @@ class MockAnswer:
     words: list[str]  # the content, split on single spaces (joined back with " ")
     finish: str
     usage: JSON
-    tool_calls: list[MockToolCall] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
+    tool_calls: list[MockToolCall] | tuple[()] = ()  # tuples: no allocation on the plain-text path
+    reasoning: list[str] | tuple[()] = ()
     n: int = 1
 
     @property
@@ -87,8 +87,17 @@ def count_prompt_tokens(messages: list[JSON]) -> int:
     return max(total, 1)
 
 
+# Request fields that can change the answer beyond the plain echo (the load-test path checks only these).
+_SHAPING = frozenset({"tools", "response_format", "stop", "max_tokens", "max_completion_tokens", "reasoning_effort", "n"})
+
+
 def plan_mock_answer(request: JSON, fixed_response: str | None) -> MockAnswer:
     messages = request["messages"]
+    if _SHAPING.isdisjoint(request) and messages[-1].get("role") != "tool":  # plain text: the hot path
+        words = (fixed_response or f"You said: {last_user_text(messages)}").split(" ")
+        prompt = count_prompt_tokens(messages)
+        return MockAnswer(words, "stop", {"prompt_tokens": prompt, "completion_tokens": len(words),
+                                          "total_tokens": prompt + len(words)})
     results = _trailing_tool_results(messages)
     text = _quote_tool_results(messages, results) if results else last_user_text(messages)
     calls = [] if results else _tool_calls(request, text, len(messages))

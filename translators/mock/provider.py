@@ -7,7 +7,7 @@ import hashlib
 import math
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
 from proxy.config import Deployment, ProviderConfig
@@ -62,18 +62,28 @@ def to_mock_message(answer: MockAnswer) -> JSON:
     return message
 
 
-def to_mock_deltas(answer: MockAnswer) -> list[JSON]:
-    """One choice's deltas in order: reasoning words, content words, then each call's name and fragments."""
-    deltas: list[JSON] = [{"reasoning_content": w if i == 0 else " " + w} for i, w in enumerate(answer.reasoning)]
-    deltas += [{"content": w if i == 0 else " " + w} for i, w in enumerate(answer.words)]
+def iter_mock_deltas(answer: MockAnswer) -> Iterator[JSON]:
+    """One choice's deltas in order: reasoning words, content words, then each call's name and fragments.
+
+    Never empty (an empty answer is one empty content delta); the caller adds `role` to the first.
+    """
+    if answer.reasoning:
+        yield {"reasoning_content": answer.reasoning[0]}
+        for word in answer.reasoning[1:]:
+            yield {"reasoning_content": " " + word}
+    words = answer.words
+    if words:
+        yield {"content": words[0]}
+        for word in words[1:]:
+            yield {"content": " " + word}
     for index, call in enumerate(answer.tool_calls):
-        deltas.append({"tool_calls": [{"index": index, "id": call.id, "type": "function",
-                                       "function": {"name": call.name, "arguments": ""}}]})
-        deltas += [{"tool_calls": [{"index": index, "function": {"arguments": f}}]} for f in call.fragments if f]
-    if not deltas:
-        deltas.append({"content": ""})
-    deltas[0] = {"role": "assistant", **deltas[0]}
-    return deltas
+        yield {"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                               "function": {"name": call.name, "arguments": ""}}]}
+        for fragment in call.fragments:
+            if fragment:
+                yield {"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}
+    if not (words or answer.reasoning or answer.tool_calls):
+        yield {"content": ""}
 
 
 class MockProvider:
@@ -99,23 +109,28 @@ class MockProvider:
                 {"index": i, "message": message if i == 0 else dict(message), "finish_reason": answer.finish,
                  "logprobs": None}
                 for i in range(answer.n)
-            ],
+            ] if answer.n > 1 else [{"index": 0, "message": message, "finish_reason": answer.finish, "logprobs": None}],
             "usage": answer.usage,
         }
 
     async def stream(self, request: JSON, deployment: Deployment) -> AsyncIterator[JSON]:
         answer = self._plan(request, deployment)
         delay = float(deployment.options.get("chunk_delay_ms", self._delay_ms) or 0) / 1000
-        deltas = to_mock_deltas(answer)
         n = answer.n
-        for step, delta in enumerate(deltas):
-            if step and delay:
-                await asyncio.sleep(delay)
-            if n == 1:
+        if n == 1:
+            deltas = iter_mock_deltas(answer)
+            yield {"choices": [{"index": 0, "delta": {"role": "assistant", **next(deltas)}, "finish_reason": None}]}
+            for delta in deltas:
+                if delay:
+                    await asyncio.sleep(delay)
                 yield {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-            else:  # choices interleave, each its own chunk, as OpenAI sends them
+        else:  # choices interleave, each in its own chunk, as OpenAI sends them
+            for step, delta in enumerate(iter_mock_deltas(answer)):
+                if step and delay:
+                    await asyncio.sleep(delay)
                 for index in range(n):
-                    yield {"choices": [{"index": index, "delta": dict(delta), "finish_reason": None}]}
+                    own = {"role": "assistant", **delta} if step == 0 else dict(delta)
+                    yield {"choices": [{"index": index, "delta": own, "finish_reason": None}]}
         for index in range(n):
             yield {"choices": [{"index": index, "delta": {}, "finish_reason": answer.finish}]}
         yield {"choices": [], "usage": answer.usage}
