@@ -6,7 +6,7 @@ One server is started the way a fresh checkout starts it: the repository's
 server's port and the repository root as working directory:
 
 - every ```bash and ```python block of README.md that talks to `127.0.0.1:8000`
-  (unless the line before its fence is `<!-- untested: reason -->`);
+  (or `localhost:8000`; unless the line before its fence is `<!-- untested: reason -->`);
 - every `docs/examples/*.sh` and `*.py` file, and those blocks of
   `docs/examples/*.md` files.
 
@@ -35,8 +35,8 @@ from tests.proxy_server import RunningProxy, run_proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
-ADDRESS = "127.0.0.1:8000"
-_FENCE = re.compile(r"^```(bash|sh|python)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+ADDRESSES = ("127.0.0.1:8000", "localhost:8000")
+_FENCE = re.compile(r"^```(bash|sh|shell|python)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _CURL_STRICT = 'curl() { command curl -sS --fail-with-body "$@"; }\n'
 # Vendor credentials are removed so only the keyless `demo` models are ready, as on a fresh machine.
 _SECRETS = re.compile(r"(_API_KEY|_TOKEN|_SECRET|_PROJECT_ID|_BASE_URL|^AWS_|^OMNI_LLM_)", re.IGNORECASE)
@@ -59,7 +59,7 @@ def markdown_examples(path: Path) -> list[Example]:
     for match in _FENCE.finditer(text):
         code = match.group(2)
         before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
-        if ADDRESS not in code or before.strip().startswith("<!-- untested"):
+        if not any(a in code for a in ADDRESSES) or before.strip().startswith("<!-- untested"):
             continue
         line = text.count("\n", 0, match.start()) + 1
         language = "python" if match.group(1) == "python" else "bash"
@@ -106,7 +106,9 @@ def test_the_readme_has_demo_examples() -> None:
 @pytest.mark.parametrize("example", EXAMPLE_LIST, ids=[e.where for e in EXAMPLE_LIST])
 def test_example_runs_as_printed(example: Example, server: tuple[RunningProxy, dict[str, str]]) -> None:
     proxy, env = server
-    code = example.code.replace(ADDRESS, proxy.url.removeprefix("http://"))
+    code = example.code
+    for address in ADDRESSES:
+        code = code.replace(address, proxy.url.removeprefix("http://"))
     if example.language == "bash":
         if shutil.which("curl") is None:
             pytest.skip("curl is not installed (.ci/run installs it): the README's curl examples cannot run")

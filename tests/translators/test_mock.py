@@ -257,6 +257,10 @@ def test_fixed_response_and_usage() -> None:
     answer = plan_mock_answer(_request(), "Fixed answer here")
     assert answer.content == "Fixed answer here"
     assert answer.usage == {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}
+    # a canned answer wins over JSON (to test invalid output), not over tool calls
+    schema = _schema_format({"type": "object"})
+    assert plan_mock_answer(_request(response_format=schema, max_tokens=9), "not json").content == "not json"
+    assert plan_mock_answer(_request(tools=[WEATHER], tool_choice="required"), "x").tool_calls
 
 
 def test_max_tokens_cuts_tool_arguments() -> None:

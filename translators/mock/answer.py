@@ -7,10 +7,13 @@
    tool; `auto` (or absent) -> every tool the last user message names (by its
    full name, or the part after `SERVER__` for MCP tools), one call only with
    `parallel_tool_calls: false`; `none` -> no call;
-3. `response_format` `json_schema` -> a valid instance (translators.mock.schema);
+3. a configured `response` (the model entry's or the provider's) -> that text,
+   whatever the request asks for (a canned answer, also for testing how a
+   client handles invalid JSON);
+4. `response_format` `json_schema` -> a valid instance (translators.mock.schema);
    `json_object` -> an instance of a schema quoted in a system message (the
    structured-output `json_mode` method), else `{"answer": <last user message>}`;
-4. else the configured `response`, or `You said: <last user message>`.
+5. else `You said: <last user message>`.
 Then `stop` cuts the text, `max_tokens`/`max_completion_tokens` cut the visible
 output (content words or tool-argument fragments; finish_reason `length`), and
 `reasoning_effort` (not `none`) adds a short `reasoning_content`.
@@ -103,9 +106,11 @@ def plan_mock_answer(request: JSON, fixed_response: str | None) -> MockAnswer:
     calls = [] if results else _tool_calls(request, text, len(messages))
     words: list[str] = []
     if not calls:
-        body = _json_answer(request, text)
+        # A configured `response` is the operator's canned answer: it wins over JSON too (so a
+        # client's handling of invalid output can be tested against the mock).
+        body = fixed_response or _json_answer(request, text)
         if body is None:
-            body = fixed_response or (text if results else f"You said: {text}")
+            body = text if results else f"You said: {text}"
         stop = request.get("stop")
         if stop:
             body = _cut_at_stop(body, stop)
