@@ -350,6 +350,8 @@ def test_stream_matches_non_stream(case: str, request_body: dict[str, Any]) -> N
         assert list(sorted(calls)) == list(range(len(expected)))
         for call in expected:
             json.loads(call["arguments"])
+    ids = [t["id"] for c in completion["choices"] for t in c["message"].get("tool_calls") or []]
+    assert len(ids) == len(set(ids))  # choices are separate samples: their own call ids
 
 
 def test_stream_waits_chunk_delay_between_words() -> None:
@@ -405,3 +407,12 @@ def test_strict_mode_rejects_what_the_mock_cannot_honour() -> None:
     with pytest.raises(InvalidRequest) as info:
         prepare_request(_request(logit_bias={"1": 2}), _provider(), strict=True, name="demo")
     assert info.value.param == "logit_bias"
+
+
+def test_rerank_orders_by_shared_words() -> None:
+    documents = ["the cat sat", {"text": "Paris is the capital of France"}, "capital cities of Europe", "nothing"]
+    result = asyncio.run(_provider().rerank({"query": "capital of France", "documents": documents, "top_n": 3},
+                                            DEPLOYMENT))
+    assert [r["index"] for r in result["results"]] == [1, 2, 0]
+    assert result["results"][0]["relevance_score"] == 1.0
+    assert all(0 <= r["relevance_score"] <= 1 for r in result["results"])

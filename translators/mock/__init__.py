@@ -1,8 +1,9 @@
 """The `mock` provider: a deterministic stand-in for a capable model, with no upstream and no credentials.
 
 It answers text containing the last user message (a configured `response` is
-a canned answer that replaces every text and JSON answer), valid JSON for `response_format` (`json_schema`: an instance of
-the schema; `json_object`: a small object), tool calls with valid arguments
+a canned answer that replaces every text and JSON answer), valid JSON for
+`response_format` (`json_schema`: an instance of the schema; `json_object`: a
+small object), tool calls with valid arguments
 (`tool_choice` `required` or naming a tool; with `auto`, the tools the last
 user message names), and after tool results a text quoting them. It streams
 the way OpenAI does (word by word, `chunk_delay_ms` apart; tool-call argument

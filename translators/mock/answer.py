@@ -91,7 +91,8 @@ def count_prompt_tokens(messages: list[JSON]) -> int:
 
 
 # Request fields that can change the answer beyond the plain echo (the load-test path checks only these).
-_SHAPING = frozenset({"tools", "response_format", "stop", "max_tokens", "max_completion_tokens", "reasoning_effort", "n"})
+_SHAPING = frozenset({"tools", "response_format", "stop", "max_tokens", "max_completion_tokens",
+                      "reasoning_effort", "n"})
 
 
 def plan_mock_answer(request: JSON, fixed_response: str | None) -> MockAnswer:
@@ -104,7 +105,7 @@ def plan_mock_answer(request: JSON, fixed_response: str | None) -> MockAnswer:
     results = _trailing_tool_results(messages)
     text = _quote_tool_results(messages, results) if results else last_user_text(messages)
     calls = [] if results else _tool_calls(request, text, len(messages))
-    words: list[str] = []
+    words = []
     if not calls:
         # A configured `response` is the operator's canned answer: it wins over JSON too (so a
         # client's handling of invalid output can be tested against the mock).
@@ -185,7 +186,8 @@ def _forced(choice: JSON, tools: list[JSON]) -> tuple[str, list[JSON]]:
     name = (choice.get("function") or {}).get("name") or choice.get("name")
     named = [t for t in tools if t["name"] == name]
     if not named:
-        raise InvalidRequest(f"tool_choice names '{name}', which is not one of the request's tools", param="tool_choice")
+        raise InvalidRequest(f"tool_choice names '{name}', which is not one of the request's tools",
+                             param="tool_choice")
     return "named", named
 
 
@@ -236,7 +238,10 @@ def _schema_in_messages(messages: list[JSON]) -> JSON | None:
 
 
 def _cut_at_stop(text: str, stop: Any) -> str:
-    sequences = [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)] if isinstance(stop, list) else []
+    if isinstance(stop, str):
+        sequences = [stop]
+    else:
+        sequences = [s for s in stop if isinstance(s, str)] if isinstance(stop, list) else []
     cut = len(text)
     for sequence in sequences:
         at = text.find(sequence) if sequence else -1

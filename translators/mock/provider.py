@@ -50,19 +50,41 @@ def _token_ids_text(ids: list[int]) -> str:
     return "tokens:" + ",".join(map(str, ids))
 
 
-def to_mock_message(answer: MockAnswer) -> JSON:
+def mock_call_id(call_id: str, choice: int) -> str:
+    """Choices are separate samples: with n > 1 each gets its own tool-call ids."""
+    return call_id if choice == 0 else f"{call_id}_{choice}"
+
+
+def to_mock_message(answer: MockAnswer, choice: int = 0) -> JSON:
     message: JSON = {"role": "assistant", "content": answer.content, "refusal": None}
     if answer.reasoning:
         message["reasoning_content"] = " ".join(answer.reasoning)
     if answer.tool_calls:
         message["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            {"id": mock_call_id(c.id, choice), "type": "function",
+             "function": {"name": c.name, "arguments": c.arguments}}
             for c in answer.tool_calls
         ]
     return message
 
 
-def iter_mock_deltas(answer: MockAnswer) -> Iterator[JSON]:
+def to_mock_rerank(query: str, documents: list[Any], top_n: int | None = None) -> JSON:
+    """Documents ordered by the share of the query's words they contain (ties: original order), scores in [0, 1]."""
+    wanted = set(query.lower().split())
+    scored = []
+    for index, document in enumerate(documents):
+        text = document.get("text", "") if isinstance(document, dict) else str(document)
+        words = set(text.lower().split())
+        score = len(wanted & words) / len(wanted) if wanted else 0.0
+        scored.append({"index": index, "relevance_score": round(score, 6)})
+    scored.sort(key=lambda r: (-r["relevance_score"], r["index"]))
+    results = scored[:top_n] if isinstance(top_n, int) and top_n > 0 else scored
+    tokens = len(query.split()) + sum(len(str(d).split()) for d in documents)
+    return {"id": f"rerank-mock{time.time_ns():x}", "results": results,
+            "meta": {"billed_units": {"search_units": 1}, "tokens": {"input_tokens": tokens}}}
+
+
+def iter_mock_deltas(answer: MockAnswer, choice: int = 0) -> Iterator[JSON]:
     """One choice's deltas in order: reasoning words, content words, then each call's name and fragments.
 
     Never empty (an empty answer is one empty content delta); the caller adds `role` to the first.
@@ -77,7 +99,7 @@ def iter_mock_deltas(answer: MockAnswer) -> Iterator[JSON]:
         for word in words[1:]:
             yield {"content": " " + word}
     for index, call in enumerate(answer.tool_calls):
-        yield {"tool_calls": [{"index": index, "id": call.id, "type": "function",
+        yield {"tool_calls": [{"index": index, "id": mock_call_id(call.id, choice), "type": "function",
                                "function": {"name": call.name, "arguments": ""}}]}
         for fragment in call.fragments:
             if fragment:
@@ -87,7 +109,8 @@ def iter_mock_deltas(answer: MockAnswer) -> Iterator[JSON]:
 
 
 class MockProvider:
-    capabilities: ClassVar[frozenset[str]] = frozenset({CHAT, STREAM, EMBEDDINGS, TOOLS, VISION, JSON_SCHEMA})
+    # "rerank": `rerank()` below (CONTRACT §10 lists the mock among the rerank models).
+    capabilities: ClassVar[frozenset[str]] = frozenset({CHAT, STREAM, EMBEDDINGS, TOOLS, VISION, JSON_SCHEMA, "rerank"})
     supported_params: ClassVar[frozenset[str] | None] = MOCK_CHAT_PARAMS
 
     def __init__(self, config: ProviderConfig) -> None:
@@ -106,8 +129,8 @@ class MockProvider:
             "created": int(time.time()),
             "model": deployment.model,
             "choices": [
-                {"index": i, "message": message if i == 0 else dict(message), "finish_reason": answer.finish,
-                 "logprobs": None}
+                {"index": i, "message": message if i == 0 else to_mock_message(answer, i),
+                 "finish_reason": answer.finish, "logprobs": None}
                 for i in range(answer.n)
             ] if answer.n > 1 else [{"index": 0, "message": message, "finish_reason": answer.finish, "logprobs": None}],
             "usage": answer.usage,
@@ -125,11 +148,11 @@ class MockProvider:
                     await asyncio.sleep(delay)
                 yield {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
         else:  # choices interleave, each in its own chunk, as OpenAI sends them
-            for step, delta in enumerate(iter_mock_deltas(answer)):
+            for step, deltas_by_choice in enumerate(zip(*(iter_mock_deltas(answer, i) for i in range(n)), strict=True)):
                 if step and delay:
                     await asyncio.sleep(delay)
-                for index in range(n):
-                    own = {"role": "assistant", **delta} if step == 0 else dict(delta)
+                for index, delta in enumerate(deltas_by_choice):
+                    own = {"role": "assistant", **delta} if step == 0 else delta
                     yield {"choices": [{"index": index, "delta": own, "finish_reason": None}]}
         for index in range(n):
             yield {"choices": [{"index": index, "delta": {}, "finish_reason": answer.finish}]}
@@ -148,6 +171,10 @@ class MockProvider:
             "model": deployment.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+
+    async def rerank(self, request: JSON, deployment: Deployment) -> JSON:
+        """Cohere-shaped rerank (`query`, `documents`, `top_n`) for `/v1/rerank` on a mock model."""
+        return to_mock_rerank(request["query"], request["documents"], request.get("top_n"))
 
     def map_error(self, exc: BaseException) -> ProxyError | None:
         return None

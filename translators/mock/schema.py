@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 
 JSON = dict[str, Any]
+T = TypeVar("T")
 _MAX_DEPTH = 12
 
 # Fixed, valid values for the common `format`s (deterministic: same request, same answer).
@@ -179,16 +180,16 @@ class _Walker:
         return usable[0]
 
     def object(self, schema: JSON, depth: int, refs: tuple[str, ...], minimal: bool) -> JSON:
-        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
-        required = [k for k in schema.get("required") or [] if isinstance(k, str)]
+        properties = _of_type(schema, "properties", dict) or {}
+        required = [k for k in _of_type(schema, "required", list) or [] if isinstance(k, str)]
         extra = schema.get("additionalProperties", True)
         names = list(dict.fromkeys(required if minimal else [*properties, *required]))
         result: JSON = {}
         for name in names:
             sub = properties.get(name, extra if isinstance(extra, dict) else True)
             result[name] = self.value(sub, depth + 1, refs, minimal, 0)
-        wanted = schema.get("minProperties")
-        if isinstance(wanted, int) and extra is not False:
+        wanted = _of_type(schema, "minProperties", int)
+        if wanted is not None and extra is not False:
             index = 1
             while len(result) < wanted:
                 result.setdefault(f"key_{index}", self.value(extra, depth + 1, refs, minimal, index))
@@ -196,12 +197,12 @@ class _Walker:
         return result
 
     def array(self, schema: JSON, depth: int, refs: tuple[str, ...], minimal: bool) -> list[Any]:
-        prefix = schema.get("prefixItems") if isinstance(schema.get("prefixItems"), list) else []
+        prefix: list[Any] = _of_type(schema, "prefixItems", list) or []
         items = schema.get("items", True)
         if isinstance(items, list):  # drafts 4-7 tuple form
             prefix, items = items, schema.get("additionalItems", True)
-        low = schema.get("minItems") if isinstance(schema.get("minItems"), int) else 0
-        high = schema.get("maxItems") if isinstance(schema.get("maxItems"), int) else None
+        low = _of_type(schema, "minItems", int) or 0
+        high = _of_type(schema, "maxItems", int)
         length = max(low, len(prefix) if not minimal else 0, 0 if minimal else 1)
         if items is False:
             length = min(length, len(prefix))
@@ -218,8 +219,13 @@ class _Walker:
         return result
 
 
+def _of_type(schema: JSON, key: str, kind: type[T]) -> T | None:
+    value = schema.get(key)
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
 def _both_numbers(a: Any, b: Any) -> bool:
-    return isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool) and not isinstance(b, bool)
+    return _is_number(a) and _is_number(b)
 
 
 def _type_of(schema: JSON, minimal: bool) -> str:
@@ -238,25 +244,35 @@ def _type_of(schema: JSON, minimal: bool) -> str:
     return "string"
 
 
-def _number(schema: JSON, integer: bool, variant: int) -> int | float:
+Bound = tuple[float, bool]  # (value, exclusive)
+
+
+def _bounds(schema: JSON) -> tuple[Bound | None, Bound | None]:
+    """The tightest lower and upper bound, drafts 4 (boolean exclusives) to 2020-12 (numeric ones)."""
     low, high = schema.get("minimum"), schema.get("maximum")
     xlow, xhigh = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
     if xlow is True:  # draft 4: a boolean that makes `minimum` exclusive
         xlow, low = low, None
     if xhigh is True:
         xhigh, high = high, None
-    lows = [(v, False) for v in (low,) if _is_number(v)] + [(v, True) for v in (xlow,) if _is_number(v)]
-    highs = [(v, False) for v in (high,) if _is_number(v)] + [(v, True) for v in (xhigh,) if _is_number(v)]
-    lo = max(lows, key=lambda p: (p[0], p[1])) if lows else None
-    hi = min(highs, key=lambda p: (p[0], not p[1])) if highs else None
+    lows = [(float(v), exclusive) for v, exclusive in ((low, False), (xlow, True)) if _is_number(v)]
+    highs = [(float(v), exclusive) for v, exclusive in ((high, False), (xhigh, True)) if _is_number(v)]
+    lo = max(lows, key=lambda b: (b[0], b[1])) if lows else None
+    hi = min(highs, key=lambda b: (b[0], not b[1])) if highs else None
+    return lo, hi
 
-    def fits(value: float) -> bool:
-        if lo is not None and (value < lo[0] or (lo[1] and value == lo[0])):
-            return False
-        return not (hi is not None and (value > hi[0] or (hi[1] and value == hi[0])))
 
-    step = schema.get("multipleOf")
-    step = step if _is_number(step) and step > 0 else None
+def _fits(value: float, lo: Bound | None, hi: Bound | None) -> bool:
+    if lo is not None and (value < lo[0] or (lo[1] and value == lo[0])):
+        return False
+    return not (hi is not None and (value > hi[0] or (hi[1] and value == hi[0])))
+
+
+def _number(schema: JSON, integer: bool, variant: int) -> int | float:
+    lo, hi = _bounds(schema)
+    raw_step = schema.get("multipleOf")
+    step = float(raw_step) if _is_number(raw_step) and raw_step > 0 else None
+    target: float
     if lo is not None and hi is not None:
         target = (lo[0] + hi[0]) / 2
     else:
@@ -267,34 +283,34 @@ def _number(schema: JSON, integer: bool, variant: int) -> int | float:
             target = min(hi[0] - (1 if hi[1] else 0), target)
     target += variant
     for candidate in _candidates(target, integer, step, lo, hi):
-        if fits(candidate) and (step is None or _on_step(candidate, step)):
+        if _fits(candidate, lo, hi) and (step is None or _on_step(candidate, step)):
             return candidate
     return int(target) if integer else target
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _candidates(target: float, integer: bool, step: float | None, lo: Any, hi: Any) -> list[int | float]:
-    out: list[int | float] = []
+def _candidates(target: float, integer: bool, step: float | None, lo: Bound | None, hi: Bound | None,
+                ) -> list[int | float]:
+    """Values near the target, on the step, and just inside each bound; the first that fits wins."""
+    def plain(value: float) -> int | float:
+        return round(value) if integer or float(value).is_integer() else value
+
+    out: list[int | float] = [] if integer else [target]
     if step is not None:
         base = math.floor(target / step)
-        for k in (base, base + 1, base - 1, base + 2):
-            value = k * step
-            out.append(int(round(value)) if integer or float(value).is_integer() else value)
+        out += [plain(k * step) for k in (base, base + 1, base - 1, base + 2)]
         if lo is not None:
-            k = math.floor(lo[0] / step) + 1
-            out.append(int(round(k * step)) if integer or float(k * step).is_integer() else k * step)
-    floor, ceil = math.floor(target), math.ceil(target)
-    out += [floor, ceil, floor + 1, floor - 1]
-    if not integer:
-        out.insert(0, target)
-        for bound in (lo, hi):
-            if bound is not None:
-                out.append(bound[0] if not bound[1] else bound[0] + (0.5 if bound is lo else -0.5))
-    elif lo is not None:
-        out.append(math.floor(lo[0]) + (1 if lo[1] or not float(lo[0]).is_integer() else 0))
+            out.append(plain((math.floor(lo[0] / step) + 1) * step))
+    floor = math.floor(target)
+    out += [floor, floor + 1, floor - 1]
+    if integer:
+        if lo is not None:
+            out.append(math.floor(lo[0]) + 1)
+    else:
+        out += [b[0] + (0.5 if b is lo else -0.5) if b[1] else b[0] for b in (lo, hi) if b is not None]
     return out
 
 
@@ -342,12 +358,12 @@ def _matching(pattern: str, value: str, variant: int) -> str:
 def _from_regex(pattern: str, variant: int) -> str | None:
     """The shortest string the parsed regex allows (Python's `re` parser; best effort)."""
     try:
-        from re import _parser as sre  # type: ignore[attr-defined]
         from re import _constants as c  # type: ignore[attr-defined]
+        from re import _parser as sre  # type: ignore[attr-defined]
 
         return _emit(sre.parse(pattern), c, variant)
-    except Exception:  # an unsupported construct: the caller keeps the plain text
-        return None
+    except (ImportError, AttributeError, TypeError, ValueError, IndexError, re.error, RecursionError):
+        return None  # a construct this walk does not know: the caller keeps the plain text
 
 
 def _emit(tokens: Any, c: Any, variant: int) -> str:
@@ -383,7 +399,9 @@ def _from_class(items: Any, c: Any, variant: int) -> str:
             if not any(_in_item(char, op, arg, c) for op, arg in excluded):
                 return char
         return "~"
-    op, arg = items[variant % len(items)] if items else (c.LITERAL, ord("a"))
+    if not items:
+        return "a"
+    op, arg = items[variant % len(items)]
     if op is c.LITERAL:
         return chr(arg)
     if op is c.RANGE:
