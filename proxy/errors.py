@@ -92,6 +92,13 @@ class UpstreamError(ProxyError):
     retryable = True
 
 
+class StructuredOutputInvalid(UpstreamError):
+    """502: no model of the chain produced an answer that validates against `structured_output`'s schema."""
+
+    code = "structured_output_invalid"
+    retryable = False
+
+
 class UpstreamTimeout(ProxyError):
     status = 504
     type = "timeout_error"

@@ -20,6 +20,9 @@ Behaviour is chosen by the requested model id:
   slow-<ms>        waits before answering
 
 `POST /v1/messages/count_tokens` answers `{"input_tokens": 40 + number of messages}`.
+
+A text scripted in `recorder.answers` (tests/fakes/server.py) replaces the echo (with a
+`tool_choice` naming a tool, it is that tool_use's input).
 """
 
 from __future__ import annotations
@@ -100,9 +103,15 @@ def validate(body: dict[str, Any]) -> str | None:
     return None
 
 
-def plan(model: str, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
+def plan(model: str, body: dict[str, Any], scripted: str | None = None) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
     """(content blocks, stop_reason, usage) of the scripted answer."""
     usage: dict[str, Any] = {**USAGE, "output_tokens": 7}
+    if scripted is not None:
+        forced = body.get("tool_choice") or {}
+        if forced.get("type") == "tool":
+            use = {"type": "tool_use", "id": "toolu_forced_1", "name": forced["name"], "input": orjson.loads(scripted)}
+            return [use], "tool_use", usage
+        return [{"type": "text", "text": scripted}], "end_turn", usage
     if model == "tools":
         return [{"type": "text", "text": "Let me check."}, *TOOL_USES], "tool_use", usage
     if model == "thinking":
@@ -129,7 +138,7 @@ def make_app(recorder: Recorder) -> Starlette:
             return _error(400, problem)
         if model == "garbage":
             return Response(b"<html>not json</html>", media_type="application/json")
-        blocks, stop, usage = plan(model, body)
+        blocks, stop, usage = plan(model, body, recorder.next_answer())
         if body.get("stream"):
             return StreamingResponse(stream(model, blocks, stop, usage), media_type="text/event-stream")
         return Response(orjson.dumps({

@@ -83,8 +83,17 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-def _content(model: str, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
-    """(content blocks, stopReason) the scenario answers with."""
+def _content(model: str, body: dict[str, Any], scripted: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    """(content blocks, stopReason) the scenario answers with; a scripted text replaces the echo.
+
+    With a forced tool (`toolChoice.tool`) the scripted text is that toolUse's input.
+    """
+    if scripted is not None:
+        forced = ((body.get("toolConfig") or {}).get("toolChoice") or {}).get("tool")
+        if forced:
+            return [{"toolUse": {"toolUseId": "tooluse_forced1", "name": forced["name"],
+                                 "input": json.loads(scripted)}}], "tool_use"
+        return [{"text": scripted}], "end_turn"
     if model == "tools":
         return [{"text": "Checking."}, *({"toolUse": use} for use in TOOL_USES)], "tool_use"
     text = [{"text": f"echo: {_last_user_text(body['messages'])}"}]
@@ -142,7 +151,7 @@ def make_app(recorder: Recorder) -> Starlette:
         early = scripted_error(model, request)
         if early is not None:
             return early
-        blocks, stop = _content(model, body)
+        blocks, stop = _content(model, body, recorder.next_answer())
         answer = {"output": {"message": {"role": "assistant", "content": blocks}}, "stopReason": stop,
                   "usage": USAGE, "metrics": {"latencyMs": 42}}
         return Response(json.dumps(answer), media_type="application/json", headers={"x-amzn-RequestId": "req-1"})
@@ -162,7 +171,7 @@ def make_app(recorder: Recorder) -> Starlette:
                     yield event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": f"tick{i} "}})
                     await asyncio.sleep(0.02)
                 return
-            frames = _stream_events(model, *_content(model, body))
+            frames = _stream_events(model, *_content(model, body, recorder.next_answer()))
             if model.startswith("midstream-"):
                 frames = frames[:3] + [exception(model.split("-", 1)[1], {"message": "scripted mid-stream failure"})]
             for data in frames:

@@ -63,7 +63,9 @@ def _scenario(model: str) -> Response | None:
     return None
 
 
-def _message(model: str, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def _message(model: str, body: dict[str, Any], scripted: str | None = None) -> tuple[dict[str, Any], str]:
+    if scripted is not None:  # a text scripted in recorder.answers replaces the echo
+        return {"role": "assistant", "content": [{"type": "text", "text": scripted}]}, "COMPLETE"
     if model == "tools":
         return {"role": "assistant", "tool_plan": TOOL_PLAN, "tool_calls": TOOL_CALLS}, "TOOL_CALL"
     content = [{"type": "text", "text": f"echo: {last_user_text(body['messages'])}"}]
@@ -72,7 +74,7 @@ def _message(model: str, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
     return {"role": "assistant", "content": content}, "MAX_TOKENS" if model == "length" else "COMPLETE"
 
 
-async def _stream(model: str, body: dict[str, Any], recorder: Recorder) -> AsyncIterator[bytes]:
+async def _stream(model: str, body: dict[str, Any], recorder: Recorder, scripted: str | None = None) -> AsyncIterator[bytes]:
     try:
         yield _event({"type": "message-start", "id": "c1", "delta": {"message": {
             "role": "assistant", "content": [], "tool_plan": "", "tool_calls": [], "citations": []}}})
@@ -98,7 +100,8 @@ async def _stream(model: str, body: dict[str, Any], recorder: Recorder) -> Async
                 yield _event({"type": "content-end", "index": 0})
             yield _event({"type": "content-start", "index": 1,
                           "delta": {"message": {"content": {"type": "text", "text": ""}}}})
-            words = f"echo: {last_user_text(body['messages'])}".split(" ")
+            text = scripted if scripted is not None else f"echo: {last_user_text(body['messages'])}"
+            words = text.split(" ")
             for i, word in enumerate(words):
                 text = word if i == 0 else " " + word
                 yield _event({"type": "content-delta", "index": 1, "delta": {"message": {"content": {"text": text}}}})
@@ -124,8 +127,9 @@ def make_app(recorder: Recorder) -> Starlette:
         if early is not None:
             return early
         if body.get("stream"):
-            return StreamingResponse(_stream(model, body, recorder), media_type="text/event-stream")
-        message, finish = _message(model, body)
+            return StreamingResponse(_stream(model, body, recorder, recorder.next_answer()),
+                                     media_type="text/event-stream")
+        message, finish = _message(model, body, recorder.next_answer())
         return Response(orjson.dumps({"id": "c1", "finish_reason": finish, "message": message, "usage": USAGE}),
                         media_type="application/json")
 

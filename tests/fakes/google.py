@@ -90,8 +90,11 @@ TOOL_PARTS = [
 ]
 
 
-def plan(model: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The scenario as the list of streamed chunks; a non-stream answer merges them."""
+def plan(model: str, body: dict[str, Any], scripted: str | None = None) -> list[dict[str, Any]]:
+    """The scenario as the list of streamed chunks; a non-stream answer merges them.
+
+    A scripted text (`recorder.answers`) replaces the echo.
+    """
     if model == "tools":
         return [_response([_candidate([{"text": "Let me check."}])]),
                 _response([_candidate([TOOL_PARTS[0]])]),
@@ -103,7 +106,7 @@ def plan(model: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         return [_response([_candidate([{"text": "Pondering.", "thought": True}])]),
                 _response([_candidate([{"text": "42"}], "STOP")], usage)]
     finish = {"safety": "SAFETY", "length": "MAX_TOKENS", "odd-finish": "MALFORMED_FUNCTION_CALL"}.get(model, "STOP")
-    words = _last_turn(body).split(" ")
+    words = (scripted if scripted is not None else _last_turn(body)).split(" ")
     chunks = [_response([_candidate([{"text": w if i == 0 else " " + w}])]) for i, w in enumerate(words)]
     chunks[-1]["candidates"][0]["finishReason"] = finish
     chunks[-1]["usageMetadata"] = USAGE
@@ -149,7 +152,7 @@ def make_app(recorder: Recorder) -> Starlette:
             return early
         if method in ("batchEmbedContents", "embedContent", "predict"):
             return Response(orjson.dumps(embeddings(method, body)), media_type="application/json")
-        chunks = plan(model, body)
+        chunks = plan(model, body, recorder.next_answer())
         if method == "generateContent":
             return Response(orjson.dumps(merge(chunks)), media_type="application/json")
         if method == "streamGenerateContent" and request.query_params.get("alt") == "sse":

@@ -59,9 +59,11 @@ def make_app(recorder: Recorder) -> Starlette:
         model = body["model"]
         if model.startswith("fail-"):
             return _error(int(model.split("-")[1]))
+        scripted = recorder.next_answer()  # a text scripted in recorder.answers replaces the echo
+        text = scripted if scripted is not None else f"echo: {_last_user_text(body['messages'])}"
         if body.get("stream"):
-            return StreamingResponse(_stream(model, body), media_type="text/event-stream")
-        message: dict[str, Any] = {"role": "assistant", "content": f"echo: {_last_user_text(body['messages'])}"}
+            return StreamingResponse(_stream(model, text), media_type="text/event-stream")
+        message: dict[str, Any] = {"role": "assistant", "content": text}
         finish = "stop"
         if model == "tools":
             message, finish = {"role": "assistant", "tool_calls": TOOL_CALLS}, "tool_calls"
@@ -73,7 +75,7 @@ def make_app(recorder: Recorder) -> Starlette:
             "usage": USAGE, "system_fingerprint": "fp_gq", "x_groq": {"id": "req_gq1"},
         }), media_type="application/json")
 
-    async def _stream(model: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def _stream(model: str, text: str) -> AsyncIterator[bytes]:
         base = {"id": "chatcmpl-gq1", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
                 "system_fingerprint": "fp_gq"}
 
@@ -89,7 +91,7 @@ def make_app(recorder: Recorder) -> Starlette:
         else:
             if "reason" in model:
                 yield chunk({"reasoning": "thinking it over"})
-            for i, word in enumerate(f"echo: {_last_user_text(body['messages'])}".split(" ")):
+            for i, word in enumerate(text.split(" ")):
                 yield chunk({"content": word if i == 0 else " " + word})
                 if model == "stream-error" and i == 1:
                     yield chunk({}, "stop", x_groq={"id": "req_gq1", "error": "scripted stop"})

@@ -69,8 +69,10 @@ def _bad_tool_id(messages: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _answer(model: str, body: dict[str, Any]) -> tuple[Any, list[dict[str, Any]], str]:
-    """(content, tool calls, finish_reason) for a scripted model."""
+def _answer(model: str, body: dict[str, Any], scripted: str | None = None) -> tuple[Any, list[dict[str, Any]], str]:
+    """(content, tool calls, finish_reason) for a scripted model; a scripted text replaces the echo."""
+    if scripted is not None:
+        return scripted, [], "stop"
     if model == "tools":
         return "", TOOL_CALLS, "tool_calls"
     if model == "replay":
@@ -96,7 +98,7 @@ def make_app(recorder: Recorder) -> Starlette:
         if bad is not None:
             return _json({"object": "error", "message": f"Tool call id was {bad} but must be a-z, A-Z, 0-9, with a "
                           "length of 9.", "type": "invalid_request_message", "param": None, "code": "3280"}, 400)
-        content, calls, finish = _answer(model, body)
+        content, calls, finish = _answer(model, body, recorder.next_answer())
         if body.get("stream"):
             return StreamingResponse(_stream(model, content, calls, finish), media_type="text/event-stream")
         message = {"role": "assistant", "content": content, "tool_calls": calls or None, "prefix": False}

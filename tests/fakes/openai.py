@@ -13,6 +13,9 @@ it through the gateway's config:
   endless          streams one chunk every 50 ms for a long time (client-disconnect tests)
   slow-<ms>        waits before answering
   garbage          200 with a body that is not JSON
+
+A text scripted in `recorder.answers` replaces the echo (or, with a `tool_choice`
+naming a function, is that call's arguments).
 """
 
 from __future__ import annotations
@@ -65,12 +68,21 @@ def make_app(recorder: Recorder) -> Starlette:
             return early
         usage = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12,
                  "prompt_tokens_details": {"cached_tokens": 2}}
+        scripted = recorder.next_answer()
+        forced = ((body.get("tool_choice") or {}).get("function") or {}).get("name") \
+            if isinstance(body.get("tool_choice"), dict) else None
+        if scripted is not None and forced:
+            model_calls = [{"id": "call_forced_1", "type": "function",
+                            "function": {"name": forced, "arguments": scripted}}]
+        else:
+            model_calls = TOOL_CALLS if model == "tools" else []
         if not body.get("stream"):
-            if model == "tools":
-                message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": TOOL_CALLS}
+            if model_calls:
+                message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": model_calls}
                 finish = "tool_calls"
             else:
-                message = {"role": "assistant", "content": f"echo: {_last_user_text(body['messages'])}", "refusal": None}
+                text = scripted if scripted is not None else f"echo: {_last_user_text(body['messages'])}"
+                message = {"role": "assistant", "content": text, "refusal": None}
                 finish = "stop"
             return Response(orjson.dumps({
                 "id": "chatcmpl-fake1", "object": "chat.completion", "created": 1700000000, "model": model,
@@ -78,7 +90,8 @@ def make_app(recorder: Recorder) -> Starlette:
                 "usage": usage, "system_fingerprint": "fp_fake",
             }), media_type="application/json")
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return StreamingResponse(_stream(model, body, include_usage, usage, recorder), media_type="text/event-stream")
+        return StreamingResponse(_stream(model, body, include_usage, usage, recorder, scripted, model_calls),
+                                 media_type="text/event-stream")
 
     async def embeddings(request: Request) -> Response:
         body = orjson.loads(await request.body())
@@ -116,7 +129,7 @@ def make_app(recorder: Recorder) -> Starlette:
         return None
 
     async def _stream(model: str, body: dict[str, Any], include_usage: bool, usage: dict[str, Any],
-                      rec: Recorder) -> AsyncIterator[bytes]:
+                      rec: Recorder, scripted: str | None, model_calls: list[dict[str, Any]]) -> AsyncIterator[bytes]:
         base = {"id": "chatcmpl-fake1", "object": "chat.completion.chunk", "created": 1700000000, "model": model}
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -127,8 +140,8 @@ def make_app(recorder: Recorder) -> Starlette:
 
         try:
             yield chunk({"role": "assistant", "content": ""})
-            if model == "tools":
-                for i, call in enumerate(TOOL_CALLS):
+            if model_calls:
+                for i, call in enumerate(model_calls):
                     yield chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
                                                  "function": {"name": call["function"]["name"], "arguments": ""}}]})
                     args = call["function"]["arguments"]
@@ -141,7 +154,8 @@ def make_app(recorder: Recorder) -> Starlette:
                     await asyncio.sleep(0.05)
                 finish = "stop"
             else:
-                words = f"echo: {_last_user_text(body['messages'])}".split(" ")
+                text = scripted if scripted is not None else f"echo: {_last_user_text(body['messages'])}"
+                words = text.split(" ")
                 for i, word in enumerate(words):
                     yield chunk({"content": word if i == 0 else " " + word})
                     if model in ("midstream-error", "drop") and i == 1:

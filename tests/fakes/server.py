@@ -29,6 +29,12 @@ class Recorder:
     requests: list[Recorded] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     closed_streams: int = 0
+    # Scripted answer texts, consumed one per chat request before the fake's own behaviour (structured-output
+    # tests script bad JSON, then good). With a forced tool_choice the text is that tool call's arguments.
+    answers: list[str] = field(default_factory=list)
+
+    def next_answer(self) -> str | None:
+        return self.answers.pop(0) if self.answers else None
 
     def bump(self, key: str) -> int:
         self.counters[key] = self.counters.get(key, 0) + 1
