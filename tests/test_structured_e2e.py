@@ -59,7 +59,9 @@ providers:
   mis: {{type: mistral, api_key: mi-test, base_url: "{urls['mistral']}", max_retries: 0}}
   co: {{type: cohere, api_key: co-test, base_url: "{urls['cohere']}", max_retries: 0}}
   gq: {{type: groq, api_key: gq-test, base_url: "{urls['groq']}", max_retries: 0}}
+  mock: {{type: mock}}
 models:
+  demo: {{provider: mock, model: mock-1}}
   gpt: {{provider: oai, model: gpt-4o}}
   compat: {{provider: compat, model: local-model}}
   claude: {{provider: ant, model: claude-sonnet-4-5}}
@@ -425,6 +427,21 @@ def test_stream_top_level_array_unwrapped(proxy: RunningProxy, fakes: dict[str, 
     script(fakes, "gpt", orjson.dumps({"items": people}, option=orjson.OPT_INDENT_2).decode())
     response, events = _stream(proxy, "gpt", {"format": [{"name": "string"}]})
     assert events[-1] == b"[DONE]" and orjson.loads(_content(events)) == people
+
+
+@pytest.mark.parametrize("method", ["json_schema", "tool", "json_mode"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_demo_model_answers_every_method(client: openai.OpenAI, method: str, stream: bool) -> None:
+    structured = {"format": {"name": "string", "kind": "person|company", "jobs": [{"title": "string"}]},
+                  "method": method}
+    if stream:
+        chunks = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "Ada"}],
+                                                stream=True, extra_body={"structured_output": structured})
+        value = orjson.loads("".join(c.choices[0].delta.content or "" for c in chunks if c.choices))
+    else:
+        value = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "Ada"}],
+                                               extra_body={"structured_output": structured}).choices[0].message.parsed  # type: ignore[attr-defined]
+    assert set(value) == {"name", "kind", "jobs"} and value["kind"] in ("person", "company")
 
 
 # -- pass-through ---------------------------------------------------------------------------------------
