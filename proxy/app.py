@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import importlib
+import os
 import struct
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -23,9 +24,10 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.config import Config, load_config
+from proxy.emf import EmfWriter
 from proxy.errors import InvalidRequest, ModelNotFound, NotFound, ProxyError, UpstreamTimeout
 from proxy.metrics import Metrics
 from proxy.middleware import GatewayMiddleware, error_headers, send_json
@@ -34,9 +36,11 @@ from proxy.router import ProviderPool, Router, Served, to_proxy_error
 from proxy.routing import resolve_chain
 from proxy.schemas import CHAT_REQUEST, EMBEDDING_REQUEST, parse_json_object, validate
 from proxy.streaming import Stream, StreamRelay, open_stream, relay
+from proxy.tracing import tracing_from_env
 from translators.base import JSON, Provider
 
 _JSON = "application/json"
+_FROM_ENV = object()  # Gateway(tracing=...) default: decide from the OTEL_* variables
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no")]
 
@@ -85,12 +89,15 @@ class Endpoint:
 class Gateway:
     """Everything a request needs, built once per app."""
 
-    def __init__(self, config: Config, router: Router | None = None) -> None:
+    def __init__(self, config: Config, router: Router | None = None, tracing: Any = _FROM_ENV) -> None:
         self.config = config
         self.pool = ProviderPool(config)
         self.router = router or Router(config, self.pool)
         self.metrics = Metrics()
         self._secrets = config.secrets
+        self.tracing = tracing_from_env(os.environ) if tracing is _FROM_ENV else tracing
+        self.router.tracing = self.tracing
+        self.emf = EmfWriter(config.metrics.namespace) if config.metrics.emf else None
 
     # -- errors ----------------------------------------------------------------
     def scrub(self, text: str) -> str:
@@ -133,7 +140,9 @@ class Gateway:
 
     def chat_call(self, body: JSON, state: dict[str, Any]) -> ChatCall:
         """A validated chat request, its chain resolved (unknown models fail here, before any call)."""
-        state["log"]["model"] = body["model"]
+        state["log"]["model"] = state["requested_model"] = body["model"]
+        if self.tracing is not None:
+            state["trace_attributes"] = self.tracing.request_attributes(body)
         return ChatCall(body, resolve_chain(self.config, body), state)
 
     async def complete_chat(self, call: ChatCall) -> Served[JSON]:
@@ -161,6 +170,9 @@ class Gateway:
             result["id"] = f"chatcmpl-{call.state['request_id']}"
         if call.extra:
             result.update(call.extra)
+        if self.tracing is not None:
+            call.state["finish_reasons"] = [c.get("finish_reason") for c in result.get("choices") or ()]
+            call.state.setdefault("trace_attributes", {}).update(self.tracing.output_attributes(result))
         return result
 
     async def _route_complete(self, call: ChatCall) -> Served[JSON]:
@@ -189,6 +201,7 @@ class Gateway:
         def on_done(done: StreamRelay, error: ProxyError | None) -> None:
             if error is not None:
                 state["log"]["error"] = self.scrub(error.message)
+            state["finish_reasons"] = done.finish_reasons
             self._account("chat", state, served, done.usage, started, status=error.status if error else 200)
 
         frames = relay(relay_state, first, rest, lambda exc: to_proxy_error(provider, exc), self.render_error, on_done)
@@ -200,7 +213,7 @@ class Gateway:
         body = parse_json_object(await read_body(receive))
         validate(EMBEDDING_REQUEST, body)
         state = scope["state"]
-        state["log"]["model"] = body["model"]
+        state["log"]["model"] = state["requested_model"] = body["model"]
         chain = resolve_chain(self.config, body)
         served: Served[JSON] = await self._bounded(self.router.run(chain, body, "embedding", _embed))
         result = served.result
@@ -345,6 +358,39 @@ class LazyEndpoint:
         await self._app(scope, receive, send)
 
 
+class Observed:
+    """Traces and CloudWatch EMF lines around a model route; built only when either is on."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway, operation: str) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.operation = operation
+        self._types = {name: p.type for name, p in gateway.config.providers.items()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = [0]
+
+        async def send_noting_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        tracing, emf = self.gateway.tracing, self.gateway.emf
+        span = token = None
+        if tracing is not None:
+            span, token = tracing.start_request(scope, self.operation)
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            state = scope["state"]
+            final = status[0] or 499  # no answer started: the client went away first
+            if tracing is not None:
+                tracing.end_request(span, token, state, final, self._types)  # type: ignore[arg-type]
+            if emf is not None:
+                emf.record(state, final, (time.perf_counter() - started) * 1000)
+
+
 # More ingress APIs (CONTRACT §15, legacy completions): path -> "module:factory", POST only.
 INGRESS_ROUTES = {
     "/messages": "proxy.ingress.messages_api:build",
@@ -354,9 +400,10 @@ INGRESS_ROUTES = {
 }
 
 
-def create_app(config: Config | None = None) -> Starlette:
+def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starlette:
+    """`tracing`: a `proxy.otel.Tracing` (tests pass one with an in-memory exporter); default from OTEL_*."""
     config = config or load_config()
-    gateway = Gateway(config)
+    gateway = Gateway(config, tracing=tracing)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException) and exc.status_code == 405:
@@ -369,6 +416,9 @@ def create_app(config: Config | None = None) -> Starlette:
     hot: dict[str, Endpoint | LazyEndpoint] = {"/chat/completions": Endpoint(gateway, "chat", gateway.chat_completions),
                                                "/embeddings": Endpoint(gateway, "embeddings", gateway.embeddings)}
     hot.update({path: LazyEndpoint(gateway, target) for path, target in INGRESS_ROUTES.items()})
+    if gateway.tracing is not None or gateway.emf is not None:
+        hot = {path: Observed(app, gateway, "embeddings" if path == "/embeddings" else "chat")  # type: ignore[misc]
+               for path, app in hot.items()}
     # POSTs to these skip Starlette entirely (the middleware dispatches them); other
     # methods reach the same endpoints through Starlette's router, which answers 405.
     fast_routes = {prefix + path: endpoint for path, endpoint in hot.items() for prefix in ("/v1", "")}
@@ -384,6 +434,8 @@ def create_app(config: Config | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await gateway.pool.aclose()
+        if gateway.tracing is not None:
+            gateway.tracing.shutdown()
 
     app = Starlette(
         routes=routes,

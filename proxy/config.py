@@ -86,6 +86,12 @@ class RouterConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    emf: bool = False  # one CloudWatch Embedded Metric Format line per model request on stdout
+    namespace: str = "OmniLLM"
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     providers: Mapping[str, ProviderConfig]
@@ -95,6 +101,7 @@ class Config:
     path: str | None = None
     # Non-default orders: strategy name -> STRATEGY_ORDERS, model name -> MODEL_ROUTINGS (CONTRACT §16).
     orders: Mapping[str, str] = field(default_factory=dict)
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -171,16 +178,17 @@ class _Validator:
     def config(self, raw: Any) -> Config:
         if not isinstance(raw, dict):
             raise ConfigError(["(root): expected a mapping with server, providers, models, strategies"])
-        for key in raw.keys() - {"server", "providers", "models", "strategies", "router"}:
+        for key in raw.keys() - {"server", "providers", "models", "strategies", "router", "metrics"}:
             self.fail(str(key), "unknown key")
         server = ServerConfig(**self.section(raw.get("server"), "server", ServerConfig))
         router = RouterConfig(**self.section(raw.get("router"), "router", RouterConfig))
+        metrics = MetricsConfig(**self.section(raw.get("metrics"), "metrics", MetricsConfig))
         providers = self.providers(raw.get("providers"))
         models = self.models(raw.get("models"), providers)
         strategies = self.strategies(raw.get("strategies"), models)
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(server, providers, models, strategies, router, orders=self.orders)
+        return Config(server, providers, models, strategies, router, orders=self.orders, metrics=metrics)
 
     # -- scalar helpers ------------------------------------------------------
     def string(self, value: Any, path: str) -> str | None:
@@ -242,6 +250,8 @@ class _Validator:
                 out[key] = self.boolean(value, where)
             elif isinstance(default, (int, float)):
                 out[key] = self.number(value, where, integer=isinstance(default, int))
+            elif isinstance(default, str):
+                out[key] = self.string(value, where)
         return {k: v for k, v in out.items() if v is not None}
 
     def providers(self, raw: Any) -> dict[str, ProviderConfig]:

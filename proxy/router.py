@@ -135,6 +135,7 @@ class Router:
         self.health = health or Health(config.router)
         self.balancer = Balancer()
         self.stats = stats or Stats()
+        self.tracing: Any = None  # proxy.otel.Tracing when traces are on (set by the gateway)
         self._sleep = sleep
         self._backoff_s = backoff_s
 
@@ -216,7 +217,7 @@ class Router:
                 started = self.stats.clock()
                 self.stats.enter(deployment)
                 try:
-                    result = await self._attempt(operation, provider, body, deployment, cfg)
+                    result = await self._attempt(operation, provider, body, deployment, cfg, mode)
                 except Exception as exc:  # every failure becomes a ProxyError below
                     error = to_proxy_error(provider, exc)
                     attempts.append(f"{label}:{error.status}")
@@ -252,6 +253,20 @@ class Router:
         return provider
 
     async def _attempt(
+        self, operation: Operation[T], provider: Provider, body: JSON, deployment: Deployment, cfg: ProviderConfig,
+        mode: str = "chat",
+    ) -> T:
+        if self.tracing is None:
+            return await self._bounded_attempt(operation, provider, body, deployment, cfg)
+
+        def describe(exc: BaseException) -> tuple[str, int]:
+            error = to_proxy_error(provider, exc) if isinstance(exc, Exception) else None
+            return (error.code or error.type, error.status) if error else (type(exc).__name__, 499)
+
+        with self.tracing.attempt(deployment, cfg, "embeddings" if mode == "embedding" else "chat", describe):
+            return await self._bounded_attempt(operation, provider, body, deployment, cfg)
+
+    async def _bounded_attempt(
         self, operation: Operation[T], provider: Provider, body: JSON, deployment: Deployment, cfg: ProviderConfig
     ) -> T:
         timeout = deployment.timeout_s or cfg.timeout_s

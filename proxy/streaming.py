@@ -56,6 +56,7 @@ class StreamRelay:
         self.usage: JSON | None = None
         self._started: set[int] = set()  # choice indices seen
         self._done: set[int] = set()  # choice indices that had their finish_reason
+        self.finish_reasons: list[str] = []
         self._first = True
 
     @property
@@ -92,6 +93,7 @@ class StreamRelay:
                 choice["finish_reason"] = None
             else:
                 self._done.add(index)
+                self.finish_reasons.append(choice["finish_reason"])
         if self._first:
             self._first = False
             delta = choices[0].setdefault("delta", {})

@@ -27,6 +27,13 @@ locals {
     var.provider_keys_secret_arn == "" ? {} : jsondecode(data.aws_secretsmanager_secret_version.provider_keys[0].secret_string),
     var.gateway_key_secret_arn == "" ? {} : { OMNI_LLM_API_KEY = data.aws_secretsmanager_secret_version.gateway_key[0].secret_string },
   )
+  observability_environment = {
+    OMNI_LLM_EMF                = var.enable_emf_metrics ? "true" : "false"
+    OTEL_EXPORTER_OTLP_ENDPOINT = var.otlp_endpoint
+    OTEL_SERVICE_NAME           = var.name
+    # W3C trace context from clients, and X-Ray's header from the Lambda service.
+    OTEL_PROPAGATORS = "tracecontext,baggage,xray"
+  }
   bedrock_resources = concat(
     [for id in var.bedrock_model_ids : "arn:${local.partition}:bedrock:*::foundation-model/${id}"],
     [for id in var.bedrock_inference_profile_ids : "arn:${local.partition}:bedrock:*:${data.aws_caller_identity.current.account_id}:inference-profile/${id}"],
@@ -97,7 +104,7 @@ resource "aws_lambda_function" "this" {
     log_group  = aws_cloudwatch_log_group.this.name
   }
   environment {
-    variables = merge(var.environment, local.secret_environment, {
+    variables = merge(var.environment, local.secret_environment, local.observability_environment, {
       AWS_LWA_INVOKE_MODE = "response_stream"
       # 0.0.0.0 keeps `omni-llm serve`'s no-key refusal armed; an IAM-only URL needs loopback only.
       OMNI_LLM_HOST = local.public_url ? "0.0.0.0" : "127.0.0.1"
@@ -180,4 +187,38 @@ resource "aws_lambda_permission" "http_api" {
   function_name = aws_lambda_function.mangum[0].function_name
   principal     = "apigateway.amazonaws.com"
   source_arn    = "arn:${local.partition}:execute-api:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:${aws_apigatewayv2_api.http[0].id}/*"
+}
+
+# The EMF metrics (namespace OmniLLM, dimensions Model and Provider) on one dashboard.
+resource "aws_cloudwatch_dashboard" "this" {
+  count          = var.create_dashboard ? 1 : 0
+  dashboard_name = "${var.name}-omni-llm"
+  dashboard_body = jsonencode({
+    widgets = [
+      for i, w in [
+        { title = "Requests by model", metric = "omni_llm.requests.total", stats = ["Sum"], period = 60 },
+        { title = "Latency p50 / p99 (ms)", metric = "omni_llm.requests.duration_ms", stats = ["p50", "p99"], period = 60 },
+        { title = "Errors by provider", metric = "omni_llm.errors.by_provider", stats = ["Sum"], period = 60 },
+        { title = "Cost by model (USD)", metric = "omni_llm.costs.by_model_usd", stats = ["Sum"], period = 3600 },
+        { title = "Cold starts", metric = "omni_llm.container.cold_starts", stats = ["Sum"], period = 300 },
+        { title = "RAG retrieval (ms)", metric = "omni_llm.rag.retrieval_time_ms", stats = ["p50"], period = 60 },
+        ] : {
+        type   = "metric"
+        x      = (i % 2) * 12
+        y      = floor(i / 2) * 6
+        width  = 12
+        height = 6
+        properties = {
+          title  = w.title
+          region = data.aws_region.current.region
+          period = w.period
+          view   = "timeSeries"
+          metrics = [for j, stat in w.stats : [{
+            id         = "m${j}"
+            expression = "SEARCH('{OmniLLM,Model,Provider} MetricName=\"${w.metric}\"', '${stat}', ${w.period})"
+          }]]
+        }
+      }
+    ]
+  })
 }

@@ -11,3 +11,7 @@ output "http_api_url" {
   description = "Buffered endpoint (Mangum), or null when create_http_api is false."
   value       = var.create_http_api ? aws_apigatewayv2_api.http[0].api_endpoint : null
 }
+
+output "dashboard_name" {
+  value = var.create_dashboard ? aws_cloudwatch_dashboard.this[0].dashboard_name : null
+}

@@ -80,3 +80,21 @@ variable "environment" {
   type        = map(string)
   default     = {}
 }
+
+variable "enable_emf_metrics" {
+  description = "One CloudWatch Embedded Metric Format line per model request (namespace OmniLLM); sets OMNI_LLM_EMF, which the shipped models.yaml reads."
+  type        = bool
+  default     = true
+}
+
+variable "otlp_endpoint" {
+  description = "OTLP/HTTP endpoint for OpenTelemetry traces (e.g. an ADOT collector exporting to X-Ray). Empty = no OpenTelemetry traces."
+  type        = string
+  default     = ""
+}
+
+variable "create_dashboard" {
+  description = "Create a CloudWatch dashboard of the EMF metrics."
+  type        = bool
+  default     = true
+}
