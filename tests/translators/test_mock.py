@@ -139,6 +139,8 @@ def _ask(text: str, **fields: Any) -> dict[str, Any]:
 # (case, request, expected tool names called, expected text start or None)
 TOOL_CASES: list[tuple[str, dict[str, Any], list[str], str | None]] = [
     ("required -> first tool", _request(tools=[WEATHER, TIME], tool_choice="required"), ["get_weather"], None),
+    ("required, one named -> that one", _ask("use get_time", tools=[WEATHER, TIME], tool_choice="required"),
+     ["clock__get_time"], None),
     ("named", _request(tools=[WEATHER, TIME], tool_choice={"type": "function", "function": {"name": "clock__get_time"}}),
      ["clock__get_time"], None),
     ("auto, not named -> text", _request(tools=[WEATHER, TIME]), [], "You said: "),

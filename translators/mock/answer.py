@@ -3,10 +3,10 @@
 `plan_mock_answer` decides, in this order:
 1. the conversation ends with `tool` results -> text quoting them (JSON when a
    `response_format` asks for it, its strings carrying that quote);
-2. `tools` with `tool_choice` naming one -> that call; `required` -> the first
-   tool; `auto` (or absent) -> every tool the last user message names (by its
-   full name, or the part after `SERVER__` for MCP tools), one call only with
-   `parallel_tool_calls: false`; `none` -> no call;
+2. `tools` with `tool_choice` naming one -> that call; `auto` (or absent) ->
+   every tool the last user message names (by its full name, or the part
+   after `SERVER__` for MCP tools); `required` -> those too, else the first
+   tool; one call only with `parallel_tool_calls: false`; `none` -> no call;
 3. a configured `response` (the model entry's or the provider's) -> that text,
    whatever the request asks for (a canned answer, also for testing how a
    client handles invalid JSON);
@@ -162,11 +162,9 @@ def _tool_calls(request: JSON, text: str, turn: int) -> list[MockToolCall]:
         if mode == "named":
             chosen = allowed
         else:
-            chosen = allowed[:1] if mode == "required" else _mentioned(allowed, text)
-    elif choice == "required":
-        chosen = tools[:1]
+            chosen = _mentioned(allowed, text) or (allowed[:1] if mode == "required" else [])
     else:
-        chosen = _mentioned(tools, text)
+        chosen = _mentioned(tools, text) or (tools[:1] if choice == "required" else [])
     if request.get("parallel_tool_calls") is False:
         chosen = chosen[:1]
     calls = []
