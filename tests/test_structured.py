@@ -203,3 +203,55 @@ def test_import_proxy_app_loads_neither_the_step_nor_the_validator() -> None:
 def test_spec_is_usable_across_event_loops() -> None:
     spec = parse_spec({"format": FMT})
     assert asyncio.run(_drain(spec, _chunks({"content": '{"name": "x", "age": 1}'})))[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+class ToolLoop:
+    """An MCP-shaped outer step: runs the tools the model calls, one `nxt` per round."""
+
+    def __init__(self, rounds: list[str]) -> None:
+        self.rounds = rounds
+
+    async def complete(self, call: Any, nxt: Any) -> Any:
+        while True:
+            served = await nxt(call)
+            choice = served.result["choices"][0]
+            self.rounds.append(choice["finish_reason"])
+            if choice["finish_reason"] != "tool_calls":
+                return served
+            results = [{"role": "tool", "tool_call_id": c["id"], "content": "sunny"}
+                       for c in choice["message"]["tool_calls"]]
+            call.body = {**call.body, "messages": [*call.body["messages"], choice["message"], *results]}
+
+    async def stream(self, call: Any, nxt: Any) -> Any:
+        return await nxt(call)
+
+
+async def test_composes_inside_a_tool_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tool rounds pass through unvalidated; the final answer is validated once, with one header."""
+    import os
+    import types
+
+    import httpx
+
+    from proxy.app import create_app
+    from proxy.config import parse_config
+
+    rounds: list[str] = []
+    module = types.ModuleType("tests_tool_loop")
+    module.build = lambda gateway, value, body: ToolLoop(rounds)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tests_tool_loop", module)
+    monkeypatch.setattr("proxy.pipeline.STEPS", (("mcp", "tests_tool_loop:build"),
+                                                 ("structured_output", "proxy.structured.step:build")))
+    app = create_app(parse_config("providers:\n  demo: {type: mock}\nmodels:\n  demo: {provider: demo, model: m}\n",
+                                  dict(os.environ)))
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        response = await client.post("/v1/chat/completions", json={
+            "model": "demo", "messages": [{"role": "user", "content": "use get_weather for Paris"}], "tools": tools,
+            "mcp": {}, "structured_output": {"format": {"report": "string"}}})
+    assert response.status_code == 200, response.text
+    assert rounds == ["tool_calls", "stop"]
+    message = response.json()["choices"][0]["message"]
+    assert message["parsed"] == {"report": "Tool results: get_weather returned: sunny"}
+    assert response.headers.get_list("x-omni-structured-repairs") == ["0"]

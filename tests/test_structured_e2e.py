@@ -72,6 +72,9 @@ models:
   llama: {{provider: gq, model: llama-3.3-70b-versatile}}
   gpt-down: {{provider: oai, model: fail-500}}
   gpt-tools: {{provider: oai, model: tools}}
+  pair:                                   # load-balanced: a repair must go back to the deployment that answered
+    - {{provider: oai, model: gpt-4o}}
+    - {{provider: gq, model: llama-3.3-70b-versatile}}
 strategies:
   json-chain: [gpt, claude]
 """
@@ -245,6 +248,29 @@ def test_invalid_output_does_not_count_against_health(
     assert ask(client, "mistral", {"format": FORMAT}).parse().choices[0].message.parsed == GOOD  # type: ignore[attr-defined]
 
 
+def test_repairs_are_pinned_to_the_deployment_that_answered(
+    client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]],
+) -> None:
+    oai, groq = fakes["openai"][1], fakes["groq"][1]
+    for _ in range(4):  # round-robin alternates the first deployment; the repair follows whichever answered
+        oai.answers[:] = [orjson.dumps(BAD).decode(), orjson.dumps(GOOD).decode()]
+        groq.answers[:] = [orjson.dumps(BAD).decode(), orjson.dumps(GOOD).decode()]
+        before = (len(oai.requests), len(groq.requests))
+        raw = ask(client, "pair", {"format": FORMAT})
+        assert raw.parse().choices[0].message.parsed == GOOD  # type: ignore[attr-defined]
+        calls = (len(oai.requests) - before[0], len(groq.requests) - before[1])
+        assert sorted(calls) == [0, 2], calls
+        assert raw.headers["x-omni-provider"] == ("oai" if calls[0] else "gq")
+
+
+def test_optional_keys_may_be_left_out(client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]]) -> None:
+    sparse = {k: v for k, v in GOOD.items() if k != "age"} | {"address": {"city": "Paris"}}
+    script(fakes, "command", sparse)
+    raw = ask(client, "command", {"format": FORMAT})
+    assert raw.parse().choices[0].message.parsed == sparse  # type: ignore[attr-defined]
+    assert raw.headers["x-omni-structured-repairs"] == "0"
+
+
 def test_max_repairs_zero_and_three(client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]]) -> None:
     recorder = script(fakes, "gpt", BAD, GOOD)
     before = len(recorder.requests)
@@ -257,7 +283,7 @@ def test_max_repairs_zero_and_three(client: openai.OpenAI, fakes: dict[str, tupl
     assert raw.headers["x-omni-structured-repairs"] == "3" and raw.parse().choices[0].message.parsed == GOOD  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("model", ["gpt", "claude", "nova"])
+@pytest.mark.parametrize("model", list(MODELS))
 def test_method_tool(client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]], model: str) -> None:
     recorder = script(fakes, model, BAD, GOOD)
     raw = ask(client, model, {"format": FORMAT, "method": "tool", "name": "person"})
@@ -267,7 +293,14 @@ def test_method_tool(client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder
     assert not choice.message.tool_calls and choice.finish_reason == "stop"
     assert raw.headers["x-omni-structured-repairs"] == "1"
     sent = orjson.dumps(recorder.last().body).decode()
-    assert '"person"' in sent and "$.kind" in sent  # the forced tool, and the repair as its tool result
+    assert '"person"' in sent and "$.kind" in sent  # the forced tool, and the repair as its tool result:
+    assert TOOL_RESULT_MARK[MODELS[model]] in sent  # (so the fake did answer with a call of the tool)
+
+
+# How each vendor's wire format carries a tool result.
+TOOL_RESULT_MARK = {"openai": '"role":"tool"', "groq": '"role":"tool"', "mistral": '"role":"tool"',
+                    "cohere": '"role":"tool"', "anthropic": '"tool_result"', "bedrock": '"toolResult"',
+                    "google": '"functionResponse"'}
 
 
 def test_method_tool_keeps_client_tools_and_passes_their_calls_through(
@@ -409,7 +442,7 @@ def test_stream_with_the_sdk(client: openai.OpenAI, fakes: dict[str, tuple[str, 
             pass
 
 
-@pytest.mark.parametrize("model", ["gpt", "claude", "nova"])
+@pytest.mark.parametrize("model", list(MODELS))
 def test_stream_method_tool_streams_arguments_as_content(
     proxy: RunningProxy, fakes: dict[str, tuple[str, Recorder]], model: str,
 ) -> None:

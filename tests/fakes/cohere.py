@@ -65,6 +65,9 @@ def _scenario(model: str) -> Response | None:
 
 def _message(model: str, body: dict[str, Any], scripted: str | None = None) -> tuple[dict[str, Any], str]:
     if scripted is not None:  # a text scripted in recorder.answers replaces the echo
+        call = _forced_call(body, scripted)
+        if call is not None:
+            return {"role": "assistant", "tool_calls": [call]}, "TOOL_CALL"
         return {"role": "assistant", "content": [{"type": "text", "text": scripted}]}, "COMPLETE"
     if model == "tools":
         return {"role": "assistant", "tool_plan": TOOL_PLAN, "tool_calls": TOOL_CALLS}, "TOOL_CALL"
@@ -74,15 +77,25 @@ def _message(model: str, body: dict[str, Any], scripted: str | None = None) -> t
     return {"role": "assistant", "content": content}, "MAX_TOKENS" if model == "length" else "COMPLETE"
 
 
+def _forced_call(body: dict[str, Any], scripted: str) -> dict[str, Any] | None:
+    """Cohere has no named tool_choice: REQUIRED with a single tool forces that one (its arguments: the script)."""
+    tools = body.get("tools") or []
+    if body.get("tool_choice") != "REQUIRED" or len(tools) != 1:
+        return None
+    return {"id": "forced_0abc", "type": "function",
+            "function": {"name": tools[0]["function"]["name"], "arguments": scripted}}
+
+
 async def _stream(model: str, body: dict[str, Any], recorder: Recorder, scripted: str | None = None) -> AsyncIterator[bytes]:
     try:
         yield _event({"type": "message-start", "id": "c1", "delta": {"message": {
             "role": "assistant", "content": [], "tool_plan": "", "tool_calls": [], "citations": []}}})
         finish = "COMPLETE"
-        if model == "tools":
+        forced = _forced_call(body, scripted) if scripted is not None else None
+        if model == "tools" or forced:
             for part in (TOOL_PLAN[:10], TOOL_PLAN[10:]):
                 yield _event({"type": "tool-plan-delta", "delta": {"message": {"tool_plan": part}}})
-            for i, call in enumerate(TOOL_CALLS):
+            for i, call in enumerate([forced] if forced else TOOL_CALLS):
                 start = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
                 yield _event({"type": "tool-call-start", "index": i, "delta": {"message": {"tool_calls": start}}})
                 args = call["function"]["arguments"]

@@ -106,6 +106,10 @@ def plan(model: str, body: dict[str, Any], scripted: str | None = None) -> list[
         return [_response([_candidate([{"text": "Pondering.", "thought": True}])]),
                 _response([_candidate([{"text": "42"}], "STOP")], usage)]
     finish = {"safety": "SAFETY", "length": "MAX_TOKENS", "odd-finish": "MALFORMED_FUNCTION_CALL"}.get(model, "STOP")
+    calling = ((body.get("toolConfig") or {}).get("functionCallingConfig") or {})
+    if scripted is not None and calling.get("mode") == "ANY" and calling.get("allowedFunctionNames"):
+        call = {"functionCall": {"name": calling["allowedFunctionNames"][0], "args": orjson.loads(scripted)}}
+        return [_response([_candidate([call], "STOP")], USAGE)]
     words = (scripted if scripted is not None else _last_turn(body)).split(" ")
     chunks = [_response([_candidate([{"text": w if i == 0 else " " + w}])]) for i, w in enumerate(words)]
     chunks[-1]["candidates"][0]["finishReason"] = finish

@@ -61,12 +61,19 @@ def make_app(recorder: Recorder) -> Starlette:
             return _error(int(model.split("-")[1]))
         scripted = recorder.next_answer()  # a text scripted in recorder.answers replaces the echo
         text = scripted if scripted is not None else f"echo: {_last_user_text(body['messages'])}"
+        forced = body.get("tool_choice") if isinstance(body.get("tool_choice"), dict) else None
+        if scripted is not None and forced:  # a named tool_choice: the scripted text is the call's arguments
+            model = "tools"
+            calls = [{"id": "call_gqforced", "type": "function",
+                      "function": {"name": forced["function"]["name"], "arguments": scripted}}]
+        else:
+            calls = TOOL_CALLS
         if body.get("stream"):
-            return StreamingResponse(_stream(model, text), media_type="text/event-stream")
+            return StreamingResponse(_stream(model, text, calls), media_type="text/event-stream")
         message: dict[str, Any] = {"role": "assistant", "content": text}
         finish = "stop"
         if model == "tools":
-            message, finish = {"role": "assistant", "tool_calls": TOOL_CALLS}, "tool_calls"
+            message, finish = {"role": "assistant", "tool_calls": calls}, "tool_calls"
         elif "reason" in model:
             message["reasoning"] = "thinking it over"
         return Response(orjson.dumps({
@@ -75,7 +82,7 @@ def make_app(recorder: Recorder) -> Starlette:
             "usage": USAGE, "system_fingerprint": "fp_gq", "x_groq": {"id": "req_gq1"},
         }), media_type="application/json")
 
-    async def _stream(model: str, text: str) -> AsyncIterator[bytes]:
+    async def _stream(model: str, text: str, tool_calls: list[dict[str, Any]]) -> AsyncIterator[bytes]:
         base = {"id": "chatcmpl-gq1", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
                 "system_fingerprint": "fp_gq"}
 
@@ -85,7 +92,7 @@ def make_app(recorder: Recorder) -> Starlette:
 
         yield chunk({"role": "assistant", "content": ""}, x_groq={"id": "req_gq1"})
         if model == "tools":
-            calls = [{"index": i, **call} for i, call in enumerate(TOOL_CALLS)]
+            calls = [{"index": i, **call} for i, call in enumerate(tool_calls)]
             yield chunk({"tool_calls": calls})
             finish = "tool_calls"
         else:

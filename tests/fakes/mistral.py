@@ -72,6 +72,10 @@ def _bad_tool_id(messages: list[dict[str, Any]]) -> str | None:
 def _answer(model: str, body: dict[str, Any], scripted: str | None = None) -> tuple[Any, list[dict[str, Any]], str]:
     """(content, tool calls, finish_reason) for a scripted model; a scripted text replaces the echo."""
     if scripted is not None:
+        forced = body.get("tool_choice")
+        if isinstance(forced, dict):  # with a named tool_choice the scripted text is the call's arguments
+            return "", [{"id": "Fc0Rc3d01", "function": {"name": forced["function"]["name"], "arguments": scripted},
+                         "index": 0}], "tool_calls"
         return scripted, [], "stop"
     if model == "tools":
         return "", TOOL_CALLS, "tool_calls"
