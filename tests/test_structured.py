@@ -94,6 +94,8 @@ def test_check_answer() -> None:
     assert len(check_answer(many, v, False)[1]) == 5  # the first few, not all
     assert check_answer("[1, 2", None, False)[1][0].startswith("$: not valid JSON")
     assert check_answer('{"anything": 1}', None, False) == ({"anything": 1}, [])  # strict false: parse only
+    assert check_answer('{"items": [1]}', None, True) == ({"items": [1]}, [])
+    assert check_answer('[1]', None, True)[1] == ['$: expected {"items": [...]} (the top-level array, wrapped)']
 
 
 def test_json_path() -> None:
@@ -255,3 +257,68 @@ async def test_composes_inside_a_tool_loop(monkeypatch: pytest.MonkeyPatch) -> N
     message = response.json()["choices"][0]["message"]
     assert message["parsed"] == {"report": "Tool results: get_weather returned: sunny"}
     assert response.headers.get_list("x-omni-structured-repairs") == ["0"]
+
+
+class FakeDeployment:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _answer(content: Any, tokens: int = 1) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": tokens, "completion_tokens": tokens, "total_tokens": 2 * tokens}}
+
+
+def _scripted_chain(script: dict[str, list[Any]], seen: list[tuple[str, int]]) -> Any:
+    """An innermost `nxt` serving the first link of the chain from a per-model script (an exception fails it)."""
+    from proxy.router import Served
+
+    async def nxt(call: Any) -> Any:
+        name = call.chain[0][0]
+        seen.append((name, len(call.body["messages"])))
+        item = script[name].pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return Served(item, FakeDeployment(name), None, [], [f"{name}:200"])  # type: ignore[arg-type]
+
+    return nxt
+
+
+def _call(models: list[str]) -> Any:
+    from proxy.pipeline import ChatCall
+
+    return ChatCall({"model": models[0], "messages": [{"role": "user", "content": "q"}]},
+                    [(m, (FakeDeployment(m),)) for m in models], {})  # type: ignore[arg-type]
+
+
+async def test_step_moves_on_sums_usage_and_reports_every_model() -> None:
+    from proxy.errors import UpstreamError
+
+    step = build(None, {"format": {"n": "integer"}}, {})  # type: ignore[arg-type]
+    seen: list[tuple[str, int]] = []
+    script = {"a": [{"choices": []}, _answer('{"n": "x"}', 2)],  # no choices at all, then a wrong type
+              "b": [_answer("[]", 3), UpstreamError("b is down")],  # invalid, and its repair fails upstream
+              "c": [_answer('{"n": 4}', 5)]}
+    call = _call(["a", "b", "c"])
+    served = await step.complete(call, _scripted_chain(script, seen))  # type: ignore[union-attr]
+    assert served.result["choices"][0]["message"]["parsed"] == {"n": 4}
+    assert seen == [("a", 1), ("a", 3), ("b", 1), ("b", 3), ("c", 1)]  # repairs add 2 turns, on the same model
+    assert served.result["usage"] == {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}
+    assert call.headers == [(b"x-omni-structured-repairs", b"2")]
+    assert served.attempts == ["a:200", "a:200", "b:200", "c:200"]
+
+
+async def test_step_502_lists_each_model_and_a_plain_upstream_failure_stays_itself() -> None:
+    from proxy.errors import UpstreamError
+
+    step = build(None, {"format": {"n": "integer"}, "max_repairs": 0}, {})  # type: ignore[arg-type]
+    script: dict[str, list[Any]] = {"a": [_answer('{"n": "x"}')], "b": [_answer("nope")]}
+    with pytest.raises(StructuredOutputInvalid) as caught:
+        await step.complete(_call(["a", "b"]), _scripted_chain(script, []))  # type: ignore[union-attr]
+    assert caught.value.status == 502 and caught.value.code == "structured_output_invalid"
+    assert 'a: $.n: "x" is not of type "integer"' in caught.value.message
+    assert "b: $: not valid JSON" in caught.value.message
+    down = UpstreamError("all upstreams failed")
+    with pytest.raises(UpstreamError) as failed:
+        await step.complete(_call(["a"]), _scripted_chain({"a": [down]}, []))  # type: ignore[union-attr]
+    assert failed.value is down

@@ -175,7 +175,7 @@ class StructuredStep:
 
     def _repair_turns(self, result: JSON, errors: list[str]) -> list[JSON]:
         """The bad answer and what is wrong with it, as a follow-up turn to the same deployment."""
-        message = result["choices"][0].get("message") or {}
+        message = (result.get("choices") or [{}])[0].get("message") or {}
         listed = "\n".join(f"- {e}" for e in errors)
         ours = [c for c in message.get("tool_calls") or [] if (c.get("function") or {}).get("name") == self.spec.name]
         if self.spec.method == "tool" and ours:

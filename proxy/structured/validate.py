@@ -72,7 +72,11 @@ def check_answer(text: str | None, validator: Any, unwrap: bool) -> tuple[Any, l
         parsed = orjson.loads(strip_fences(text))
     except orjson.JSONDecodeError as exc:
         return None, [f"$: not valid JSON ({exc})"]
-    if validator is None or validator.is_valid(parsed):
+    if validator is None:  # strict false: parsing is the check (and the wrapper must be there to unwrap)
+        if unwrap and not (isinstance(parsed, dict) and isinstance(parsed.get("items"), list)):
+            return parsed, ['$: expected {"items": [...]} (the top-level array, wrapped)']
+        return parsed, []
+    if validator.is_valid(parsed):
         return parsed, []
     errors = []
     for error in validator.iter_errors(parsed):
