@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from proxy.errors import InvalidRequest, ProxyError, anthropic_error_body
+from proxy.errors import InvalidRequest, ProxyError, UpstreamError, anthropic_error_body
 from proxy.ingress.anthropic_messages import (
     MessagesStreamState,
     encode_events,
@@ -179,10 +179,12 @@ async def _relay_native(events: AsyncIterator[list[JSON]], model: str, gateway: 
     """An Anthropic upstream's events, relayed as they came (message_start names the public model)."""
     usage: JSON = {}
     error: ProxyError | None = None
+    stopped = False
     try:
         async for batch in events:
             for event in batch:
                 kind = event.get("type")
+                stopped = stopped or kind in ("message_stop", "error")
                 if kind == "message_start":
                     message = event.get("message") or {}
                     message["model"] = model
@@ -192,6 +194,8 @@ async def _relay_native(events: AsyncIterator[list[JSON]], model: str, gateway: 
                 elif kind == "error":
                     error = to_proxy_error(None, _event_error(event))
             yield encode_events([(str(event.get("type")), event) for event in batch])
+        if not stopped:
+            raise UpstreamError("upstream stream ended before the answer was complete")
     except Exception as exc:
         error = on_error(exc)
         yield encode_events([("error", anthropic_error_body(error, gateway.scrub(error.message)))])

@@ -16,6 +16,7 @@ Behaviour is chosen by the requested model id:
   refusal / max    stop_reason refusal / max_tokens
   fail-<status>    that HTTP status with an Anthropic error body (429 adds retry-after: 7)
   midstream-error  a text delta, then `event: error` overloaded_error
+  truncated        two text deltas, then the stream ends without message_stop
   garbage          200 with a body that is not JSON
   slow-<ms>        waits before answering
 
@@ -175,6 +176,8 @@ async def stream(model: str, blocks: list[dict[str, Any]], stop: str,
                 if model == "midstream-error" and i == 1:
                     yield _event("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
                     return
+                if model == "truncated" and i == 1:
+                    return  # the body ends cleanly, but the message never does
             yield _event("content_block_stop", {"index": index})
         elif block["type"] == "thinking":
             yield _event("content_block_start", {"index": index, "content_block": {

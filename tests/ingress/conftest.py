@@ -43,6 +43,7 @@ models:
   gpt-tools: {{provider: oai, model: tools}}
   gpt-midstream: {{provider: oai, model: midstream-error}}
   gpt-limited: {{provider: oai, model: fail-429}}
+  gpt-endless: {{provider: oai, model: endless}}
   bedrock: {{provider: aws, model: "us.anthropic.claude-sonnet-4-5-v1:0"}}
   bedrock-tools: {{provider: aws, model: tools}}
   gemini: {{provider: gem, model: gemini-echo}}
@@ -53,6 +54,7 @@ models:
   claude-thinking: {{provider: ant, model: thinking}}
   claude-broken: {{provider: ant, model: fail-500}}
   claude-midstream: {{provider: ant, model: midstream-error}}
+  claude-truncated: {{provider: ant, model: truncated}}
 """
 
 
