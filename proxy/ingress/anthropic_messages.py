@@ -304,11 +304,12 @@ class MessagesStreamState:
     tools: dict[int, int] = field(default_factory=dict)  # OpenAI tool-call index -> block index
     open_tools: list[int] = field(default_factory=list)
     finish_reason: str | None = None
+    extra: JSON = field(default_factory=dict)  # extension fields (rag_context, ...) for the message_start message
 
 
 def start_events(state: MessagesStreamState) -> list[Event]:
     message = {"id": state.message_id, "type": "message", "role": "assistant", "model": state.model, "content": [],
-               "stop_reason": None, "stop_sequence": None, "usage": from_openai_usage(None)}
+               "stop_reason": None, "stop_sequence": None, "usage": from_openai_usage(None), **state.extra}
     return [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
 
 

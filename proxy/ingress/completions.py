@@ -62,8 +62,9 @@ class CompletionsEncoder:
     """Normalised chat chunks -> `text_completion` SSE chunks (`[DONE]` at the end, usage when asked)."""
 
     def __init__(self, completion_id: str, model: str, created: int, prompts: list[str], n: int, echo: bool,
-                 include_usage: bool, render_error: Any) -> None:
+                 include_usage: bool, render_error: Any, extra: JSON | None = None) -> None:
         self.base = {"id": completion_id, "object": "text_completion", "created": created, "model": model}
+        self.extra = extra or {}  # extension fields (rag_context, ...), on the first chunk
         self.prompts = prompts
         self.n = n
         self.echo = echo
@@ -72,6 +73,8 @@ class CompletionsEncoder:
         self._echoed: set[int] = set()
 
     def _frame(self, choices: list[JSON], **extra: Any) -> bytes:
+        if self.extra:
+            extra, self.extra = {**self.extra, **extra}, {}
         return b"data: " + orjson.dumps({**self.base, "choices": choices, **extra}) + b"\n\n"
 
     def start(self) -> bytes:

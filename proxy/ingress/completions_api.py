@@ -66,7 +66,7 @@ async def completions(gateway: Gateway, scope: Scope, receive: Receive, send: Se
         cost = gateway._account("completions", calls[0].state, first, usage, started)
         result = {"id": completion_id, "object": "text_completion", "created": int(time.time()),
                   "model": first.deployment.name, "choices": sorted(choices, key=lambda c: c["index"]),
-                  "usage": usage}
+                  "usage": usage, **calls[0].extra}
         await send_json(send, result, headers=gateway._headers(first, started, cost) + headers)
         return
     opened = await _open_all(gateway, calls)
@@ -76,7 +76,8 @@ async def completions(gateway: Gateway, scope: Scope, receive: Receive, send: Se
     state = calls[0].state
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     encoder = CompletionsEncoder(completion_id, first.deployment.name, int(time.time()), prompts, n, echo,
-                                 include_usage, lambda error: _render(error, gateway.scrub(error.message)))
+                                 include_usage, lambda error: _render(error, gateway.scrub(error.message)),
+                                 calls[0].extra)
 
     def on_done(done: StreamRelay, error: ProxyError | None) -> None:
         if error is not None:

@@ -120,7 +120,7 @@ async def messages(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
     else:
         first, rest = stream
         relay_state = StreamRelay(message_id, opened.deployment.name, False)
-        encoder = MessagesEncoder(MessagesStreamState(message_id, opened.deployment.name), gateway)
+        encoder = MessagesEncoder(MessagesStreamState(message_id, opened.deployment.name, extra=call.extra), gateway)
         frames = relay_mapped(relay_state, first, rest, encoder, on_error,
                               lambda done, error: on_done(done.usage, error))
     await send_stream(receive, send, frames, stream_headers(gateway, opened, started, call.headers))

@@ -141,6 +141,7 @@ def test_history_items_are_valid_for_anthropic(client: openai.OpenAI, fakes: dic
         "name": "answer", "schema": SCHEMA, "strict": True}}),
     ("claude", "ant", lambda body: body["output_config"]["format"]["type"] == "json_schema"),
     ("gemini", "gem", lambda body: "answer" in orjson.dumps(body["generationConfig"]).decode()),
+    ("bedrock", "aws", lambda body: "answer" in orjson.dumps(body["outputConfig"]["textFormat"]).decode()),
 ])
 def test_json_schema_text_format(client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]], model: str, key: str,
                                  expected: Any) -> None:
