@@ -35,6 +35,16 @@ _CARRIED = ("fallbacks", "fallback_strategy", "structured_output", "rag", "mcp",
 _SAMPLING = ("temperature", "top_p", "top_k")
 
 
+# Request fields the translation maps; anything else is named in `x-omni-dropped-params` when translated.
+MAPPED = frozenset({"model", "messages", "system", "max_tokens", "temperature", "top_p", "top_k", "stop_sequences",
+                    "metadata", "tools", "tool_choice", "thinking", "output_config", "stream", *_CARRIED})
+
+
+def dropped_fields(body: JSON) -> list[str]:
+    """What a translated request leaves out: unmapped fields and Anthropic-run server tools."""
+    return [key for key in body if key not in MAPPED] + server_tool_names(body)
+
+
 def to_openai_effort(budget: Any) -> str:
     if not isinstance(budget, int) or budget <= 2048:
         return "low"

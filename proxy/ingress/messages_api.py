@@ -24,8 +24,8 @@ from proxy.ingress.anthropic_messages import (
     end_events,
     estimate_input_tokens,
     from_openai_chunk,
+    dropped_fields,
     from_openai_response,
-    server_tool_names,
     start_events,
     to_openai_request,
 )
@@ -127,8 +127,8 @@ async def messages(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
 
 
 def _note_dropped(served: Served[Any], kind: str, body: JSON) -> None:
-    """Passed through, nothing was dropped; translated, the server tools were too."""
-    served.dropped = [] if kind == "anthropic" else server_tool_names(body) + served.dropped
+    """Passed through, nothing was dropped; translated, what the mapping leaves out was too."""
+    served.dropped = [] if kind == "anthropic" else dropped_fields(body) + served.dropped
 
 
 def _upstream_body(native: JSON, deployment: Deployment) -> JSON:

@@ -30,6 +30,9 @@ log = logging.getLogger("omni.ingress")
 # Request fields copied as they are; gateway extension fields ride along too.
 _COPIED = ("model", "temperature", "top_p", "parallel_tool_calls", "user", "stream",
            "fallbacks", "fallback_strategy", "structured_output", "rag", "mcp", "cache")
+# Request fields the mapping uses; anything else is named in `x-omni-dropped-params`.
+MAPPED = frozenset({*_COPIED, "input", "instructions", "max_output_tokens", "tools", "tool_choice", "text",
+                    "reasoning", "metadata", "store", "previous_response_id", "conversation", "background"})
 # Echoed on the response object (what the client asked for).
 _ECHOED = ("instructions", "max_output_tokens", "metadata", "temperature", "top_p", "user", "reasoning")
 
@@ -39,6 +42,9 @@ def to_openai_request(body: JSON) -> JSON:
     if body.get("previous_response_id") or body.get("conversation"):
         raise InvalidRequest("This gateway's Responses API is stateless: previous_response_id and conversation are "
                              "not supported; send the whole conversation in `input`.", param="previous_response_id")
+    if body.get("background") is True:
+        raise InvalidRequest("This gateway's Responses API is stateless: `background: true` needs stored responses.",
+                             param="background")
     if body.get("store") is True:
         raise InvalidRequest("This gateway's Responses API is stateless: `store: true` is not supported "
                              "(send store: false or leave it out).", param="store")
@@ -67,6 +73,10 @@ def to_openai_request(body: JSON) -> JSON:
     if effort is not None:
         out["reasoning_effort"] = effort
     return out
+
+
+def dropped_fields(body: JSON) -> list[str]:
+    return [key for key in body if key not in MAPPED]
 
 
 def to_openai_messages(items: Any) -> list[JSON]:

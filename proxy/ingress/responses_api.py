@@ -9,6 +9,7 @@ from proxy.errors import ProxyError
 from proxy.ingress.relay import IngressEndpoint, relay_mapped, stream_headers
 from proxy.ingress.responses import (
     ResponsesStreamState,
+    dropped_fields,
     encode_events,
     end_events,
     error_events,
@@ -51,6 +52,7 @@ async def responses(gateway: Gateway, scope: Scope, receive: Receive, send: Send
     response_id = f"resp_{scope['state']['request_id']}"
     if not request.get("stream"):
         served = await gateway.complete_chat(call)
+        served.dropped = dropped_fields(body) + served.dropped
         completion = gateway.finish_chat(call, served)
         result = from_openai_response(completion, body, response_id, served.deployment.name)
         result.update(call.extra)
@@ -58,6 +60,7 @@ async def responses(gateway: Gateway, scope: Scope, receive: Receive, send: Send
         await send_json(send, result, headers=gateway._headers(served, started, cost) + call.headers)
         return
     opened = await gateway.open_chat(call)
+    opened.dropped = dropped_fields(body) + opened.dropped
     first, rest = opened.result
     provider = gateway.pool.get(opened.deployment.provider)
     state = call.state

@@ -62,11 +62,18 @@ def test_messages_to_openai_request(body: dict[str, Any], expected: dict[str, An
     assert am.to_openai_request(body) == expected
 
 
-def test_messages_server_tools_left_out_and_named() -> None:
-    body = {"model": "m", "messages": [], "tools": [{"type": "web_search_20250305", "name": "web_search"},
-                                                    {"name": "f", "input_schema": {"type": "object"}}]}
+def test_messages_server_tools_and_unmapped_fields_left_out_and_named() -> None:
+    body = {"model": "m", "messages": [], "context_management": {}, "service_tier": "auto",
+            "tools": [{"type": "web_search_20250305", "name": "web_search"},
+                      {"name": "f", "input_schema": {"type": "object"}}]}
     assert [t["function"]["name"] for t in am.to_openai_request(body)["tools"]] == ["f"]
-    assert am.server_tool_names(body) == ["tools.web_search"]
+    assert "context_management" not in am.to_openai_request(body)
+    assert am.dropped_fields(body) == ["context_management", "service_tier", "tools.web_search"]
+
+
+def test_responses_unmapped_fields_named() -> None:
+    body = {"model": "m", "input": "x", "truncation": "auto", "include": [], "store": False, "text": {}}
+    assert rs.dropped_fields(body) == ["truncation", "include"]
 
 
 @pytest.mark.parametrize(("body", "param"), [
@@ -191,6 +198,7 @@ def test_responses_to_openai_request(body: dict[str, Any], expected: dict[str, A
 @pytest.mark.parametrize(("body", "param"), [
     ({"model": "m", "input": "x", "previous_response_id": "r"}, "previous_response_id"),
     ({"model": "m", "input": "x", "store": True}, "store"),
+    ({"model": "m", "input": "x", "background": True}, "background"),
     ({"input": "x"}, "model"),
     ({"model": "m", "input": [{"type": "input_file"}]}, "input[0].type"),
     ({"model": "m", "input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
