@@ -413,7 +413,7 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
             error = NotFound(f"Unknown route: {request.method} {request.url.path}")
         return gateway.error_response(error)
 
-    hot: dict[str, Endpoint | LazyEndpoint] = {"/chat/completions": Endpoint(gateway, "chat", gateway.chat_completions),
+    hot: dict[str, ASGIApp] = {"/chat/completions": Endpoint(gateway, "chat", gateway.chat_completions),
                                                "/embeddings": Endpoint(gateway, "embeddings", gateway.embeddings)}
     hot.update({path: LazyEndpoint(gateway, target) for path, target in INGRESS_ROUTES.items()})
     if gateway.tracing is not None or gateway.emf is not None:

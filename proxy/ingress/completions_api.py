@@ -61,13 +61,13 @@ async def completions(gateway: Gateway, scope: Scope, receive: Receive, send: Se
             completion = gateway.finish_chat(call, served)
             choices += from_chat_completion(completion, p * n, prompts[p], echo)
             usage = add_usage(usage, completion.get("usage"))
-        first = served_all[0]
-        first.dropped = dropped + first.dropped
-        cost = gateway._account("completions", calls[0].state, first, usage, started)
+        answered = served_all[0]
+        answered.dropped = dropped + answered.dropped
+        cost = gateway._account("completions", calls[0].state, answered, usage, started)
         result = {"id": completion_id, "object": "text_completion", "created": int(time.time()),
-                  "model": first.deployment.name, "choices": sorted(choices, key=lambda c: c["index"]),
+                  "model": answered.deployment.name, "choices": sorted(choices, key=lambda c: c["index"]),
                   "usage": usage, **calls[0].extra}
-        await send_json(send, result, headers=gateway._headers(first, started, cost) + headers)
+        await send_json(send, result, headers=gateway._headers(answered, started, cost) + headers)
         return
     opened = await _open_all(gateway, calls)
     first = opened[0]
@@ -124,7 +124,7 @@ async def _chained(opened: list[Served[Stream]], n: int, summed: list[JSON | Non
             if p:
                 yield [_shift(chunk, p * n, summed) for chunk in head]
             async for item in rest:
-                batch: list[JSON] = item if type(item) is list else [item]  # type: ignore[assignment,list-item]
+                batch: list[JSON] = item if type(item) is list else [item]  # type: ignore[list-item]
                 yield [_shift(chunk, p * n, summed) for chunk in batch]
         if summed[0]:
             yield {"choices": [], "usage": summed[0]}

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError, anthropic_error_body
 from proxy.ingress.anthropic_messages import (
     MessagesStreamState,
+    dropped_fields,
     encode_events,
     end_events,
     estimate_input_tokens,
     from_openai_chunk,
-    dropped_fields,
     from_openai_response,
     start_events,
     to_openai_request,
@@ -96,6 +96,7 @@ async def messages(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
         cost = gateway._account("messages", call.state, served, to_openai_usage(result.get("usage")), started)
         await send_json(send, result, headers=gateway._headers(served, started, cost) + call.headers)
         return
+    stream: Any
     if native is None:
         opened = await gateway.open_chat(call)
         kind, stream = "openai", opened.result
@@ -175,7 +176,7 @@ class MessagesEncoder:
 
 
 async def _relay_native(events: AsyncIterator[list[JSON]], model: str, gateway: Gateway, on_error: Any,
-                        on_done: Any) -> AsyncIterator[bytes]:
+                        on_done: Any) -> AsyncGenerator[bytes, None]:
     """An Anthropic upstream's events, relayed as they came (message_start names the public model)."""
     usage: JSON = {}
     error: ProxyError | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from proxy.errors import ProxyError, UpstreamError
@@ -75,7 +75,7 @@ async def relay_mapped(
     encoder: Encoder,
     on_error: Callable[[BaseException], ProxyError],
     on_done: Callable[[StreamRelay, ProxyError | None], None],
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Like `proxy.streaming.relay`, with the framing of `encoder` (one write per upstream read)."""
     error: ProxyError | None = None
     try:

@@ -349,23 +349,23 @@ def from_openai_chunk(chunk: JSON, state: ResponsesStreamState) -> list[JSON]:
         if text:
             entry = _open_text(state, kind, events)
             entry.text += text
-            extra = {"logprobs": []} if kind == "message" else {}
+            extra: JSON = {"logprobs": []} if kind == "message" else {}
             events.append(_event(state, event, item_id=entry.item["id"], output_index=entry.output_index,
                                  content_index=0, delta=text, **extra))
     for call in delta.get("tool_calls") or []:
         position = call.get("index", 0)
         function = call.get("function") or {}
-        entry = state.calls.get(position)
-        if entry is None:
+        call_entry = state.calls.get(position)
+        if call_entry is None:
             _close_text(state, events)
             item_id = f"fc_{state.response['id']}_{position}"
-            entry = state.calls[position] = _add(state, {
+            call_entry = state.calls[position] = _add(state, {
                 "id": item_id, "type": "function_call", "status": "in_progress",
                 "call_id": call.get("id") or item_id, "name": function.get("name") or "", "arguments": ""}, events)
         if function.get("arguments"):
-            entry.text += function["arguments"]
-            events.append(_event(state, "response.function_call_arguments.delta", item_id=entry.item["id"],
-                                 output_index=entry.output_index, delta=function["arguments"]))
+            call_entry.text += function["arguments"]
+            events.append(_event(state, "response.function_call_arguments.delta", item_id=call_entry.item["id"],
+                                 output_index=call_entry.output_index, delta=function["arguments"]))
     if choice.get("finish_reason") is not None:
         state.finish_reason = choice["finish_reason"]
     return events
