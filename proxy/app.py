@@ -27,14 +27,23 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.config import Config, load_config
+from proxy.edge import edge_settings
 from proxy.emf import EmfWriter
-from proxy.errors import InvalidRequest, ModelNotFound, NotFound, ProxyError, UpstreamTimeout
+from proxy.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    NotFound,
+    ProxyError,
+    ServerShuttingDown,
+    UpstreamTimeout,
+)
 from proxy.metrics import Metrics
 from proxy.middleware import GatewayMiddleware, error_headers, send_json
 from proxy.pipeline import ChatCall, compose_complete, compose_stream, steps_for
 from proxy.router import ProviderPool, Router, Served, to_proxy_error
 from proxy.routing import resolve_chain
 from proxy.schemas import CHAT_REQUEST, EMBEDDING_REQUEST, parse_json_object, validate
+from proxy.sse import encode_event
 from proxy.streaming import Stream, StreamRelay, open_stream, relay
 from proxy.tracing import tracing_from_env
 from translators.base import JSON, Provider
@@ -64,6 +73,64 @@ class ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 
 
+class ClientWatch:
+    """The `receive` a hot handler sees: its body (already read), and a watcher for the client going away.
+
+    Started once the body is in, so the watcher's one `receive()` only ever returns
+    `http.disconnect` (the connection dropped, or the response completed). A drop
+    before the response is complete cancels the request's task: the router's retry
+    sleep or upstream call gets CancelledError (providers close the upstream on it)
+    and no further attempt starts. `send` marks the response complete first, so a
+    finished answer is never cancelled.
+    """
+
+    __slots__ = ("_receive", "_body", "_task", "_watcher", "_log", "_send", "gone", "live", "started")
+
+    def __init__(self, receive: Receive, body: bytes | None, log: dict[str, Any], send: Send) -> None:
+        self._receive = receive
+        self._body = body
+        self._log = log
+        self._send = send
+        self._task = asyncio.current_task()
+        self.gone = False  # the client disconnected before the response was complete
+        self.live = True
+        self.started = False  # http.response.start went out
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def __call__(self) -> Message:
+        body, self._body = self._body, None
+        if body is not None:
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.wait((self._watcher,))
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        elif not message.get("more_body"):
+            self.live = False
+        await self._send(message)
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        if self.live:
+            self.live = False
+            self.gone = True
+            self._log["client_disconnected"] = True
+            self._log["status"] = CLIENT_CLOSED
+            self._task.cancel()  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        self.live = False
+        if not self._watcher.done():
+            self._watcher.cancel()
+
+
+# nginx's "client closed request": the status the access log and metrics give an aborted request.
+CLIENT_CLOSED = 499
+
+
 class Endpoint:
     """A hot route as a raw ASGI app (no Starlette Request/Response): errors rendered, metrics kept."""
 
@@ -74,16 +141,39 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        watch: ClientWatch | None = None
         try:
-            await self.handler(scope, receive, send)
+            watch = ClientWatch(receive, await read_body(receive), scope["state"]["log"], send)
+            await self.handler(scope, watch, watch.send)
         except ProxyError as error:
             fields = scope["state"]["log"]
             fields["error"] = self.gateway.scrub(error.message)
-            self.gateway.metrics.observe(self.route, fields.get("model", ""), fields.get("provider", ""),
-                                         error.status, time.perf_counter() - started)
-            await send_json(send, self.gateway.render_error(error), error.status, error_headers(error))
+            self._observe(scope, error.status, started)
+            await send_json(watch.send if watch else send, self.gateway.render_error(error), error.status,
+                            error_headers(error))
         except ClientGone:
             pass
+        except asyncio.CancelledError:
+            if watch is not None and watch.started and not watch.gone:
+                raise  # cancelled mid-response by something else than the client: not ours to swallow
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            if watch is not None and watch.gone:
+                if not watch.started:  # a stream that started was accounted by its relay
+                    self._observe(scope, CLIENT_CLOSED, started)
+                return
+            # The server's drain period ended (SIGTERM) before this request was answered.
+            error = ServerShuttingDown("the server is shutting down; retry the request")
+            scope["state"]["log"]["error"] = error.message
+            self._observe(scope, error.status, started)
+            await send_json(send, error.to_dict(), error.status)
+        finally:
+            if watch is not None:
+                watch.stop()
+
+    def _observe(self, scope: Scope, status: int, started: float) -> None:
+        fields = scope["state"]["log"]
+        self.gateway.metrics.observe(self.route, fields.get("model", ""), fields.get("provider", ""), status,
+                                     time.perf_counter() - started)
 
 
 class Gateway:
@@ -93,7 +183,8 @@ class Gateway:
         self.config = config
         self.pool = ProviderPool(config)
         self.router = router or Router(config, self.pool)
-        self.metrics = Metrics()
+        self.metrics = Metrics([*config.models, *config.strategies], config.providers,
+                               [(d.provider, d.model) for ds in config.models.values() for d in ds])
         self._secrets = config.secrets
         self.tracing = tracing_from_env(os.environ) if tracing is _FROM_ENV else tracing
         self.router.tracing = self.tracing
@@ -202,10 +293,30 @@ class Gateway:
             if error is not None:
                 state["log"]["error"] = self.scrub(error.message)
             state["finish_reasons"] = done.finish_reasons
-            self._account("chat", state, served, done.usage, started, status=error.status if error else 200)
+            status, usage = error.status if error else 200, done.usage
+            if error is None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                status, usage = self._interrupted(state, done)
+            self._account("chat", state, served, usage, started, status=status)
 
         frames = relay(relay_state, first, rest, lambda exc: to_proxy_error(provider, exc), self.render_error, on_done)
         await send_stream(receive, send, frames, _SSE_HEADERS + self._headers(served, started, None) + call.headers)
+
+    @staticmethod
+    def _interrupted(state: dict[str, Any], done: StreamRelay) -> tuple[int, JSON]:
+        """A relay cancelled by the client leaving (499) or by the end of the drain period (503).
+
+        The log and metrics count what was relayed: the upstream's usage when it came,
+        else one completion token per relayed chunk (`tokens_estimated`).
+        """
+        log = state["log"]
+        log["relayed_chunks"] = done.relayed
+        if not log.get("client_disconnected"):
+            log["error"] = "server_shutting_down"
+        if done.usage:
+            return (CLIENT_CLOSED if log.get("client_disconnected") else ServerShuttingDown.status), done.usage
+        log["tokens_estimated"] = True
+        usage = {"prompt_tokens": 0, "completion_tokens": done.relayed}
+        return (CLIENT_CLOSED if log.get("client_disconnected") else ServerShuttingDown.status), usage
 
     # -- embeddings -------------------------------------------------------------
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -303,33 +414,37 @@ class Gateway:
 
 async def send_stream(receive: Receive, send: Send, frames: AsyncGenerator[bytes, None],
                       headers: list[tuple[bytes, bytes]]) -> None:
-    """Relay SSE frames; a client that goes away cancels the relay (whose `finally` closes the upstream)."""
+    """Relay SSE frames; a client that goes away cancels the relay (whose `finally` closes the upstream).
+
+    Under an `Endpoint`, `receive` is its `ClientWatch` (which cancels the task and accounts for the
+    abort); elsewhere the body has been read and a watch is started here. A cancellation that is
+    not the client's is the end of the SIGTERM drain period: the stream gets one final
+    `server_shutting_down` error event instead of a silent cut.
+    """
+    watch = receive if isinstance(receive, ClientWatch) else None
+    own = None
+    if watch is None:
+        own = watch = ClientWatch(receive, None, {}, send)
+        send = own.send
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    task = asyncio.current_task()
-    done = gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        if not done:
-            gone = True
-            task.cancel()  # type: ignore[union-attr]
-
-    watcher = asyncio.get_running_loop().create_task(watch())
     try:
         async for frame in frames:
             await send({"type": "http.response.body", "body": frame, "more_body": True})
-        done = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except asyncio.CancelledError:
-        if not gone:
-            raise
-        task.uncancel()  # type: ignore[union-attr]
+        if watch.gone:
+            if own is None:
+                raise  # the Endpoint swallows it
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            return
+        await frames.aclose()  # accounted while the task is still cancelling: as a shutdown
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        error = ServerShuttingDown("the server shut down before the stream completed")
+        await send({"type": "http.response.body", "body": encode_event(error.to_dict()), "more_body": False})
     finally:
-        done = True
-        watcher.cancel()
         await frames.aclose()
+        if own is not None:
+            own.stop()
 
 
 async def _chat(provider: Provider, request: JSON, deployment: Any) -> JSON:
@@ -431,8 +546,8 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
     routes += [Route("/health", gateway.health, methods=["GET"]), Route("/metrics", gateway.metrics_endpoint, methods=["GET"])]
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        yield edge_settings(config.server)  # read by `serve`'s HTTP protocol (proxy/edge.py)
         await gateway.pool.aclose()
         if gateway.tracing is not None:
             gateway.tracing.shutdown()

@@ -9,13 +9,14 @@ import os
 import signal
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 import uvicorn
 
 from proxy.config import Config, ConfigError, load_config, resolve_config_path
-
-DRAIN_SECONDS = 10
+from proxy.edge import PROTOCOL, raise_fd_limit
 
 
 def _load(path: str | None) -> Config:
@@ -53,6 +54,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+WIDTH = 100  # `omni-llm models` fits a 100-column terminal
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     config = _load(args.config)
     rows = [("MODEL", "PROVIDER", "UPSTREAM MODEL", "STATUS")]
@@ -60,13 +64,40 @@ def cmd_models(args: argparse.Namespace) -> int:
         for d in deployments:
             reason = config.providers[d.provider].not_ready
             rows.append((name, d.provider, d.model, f"not ready: {reason}" if reason else "ready"))
-    for name, members in config.strategies.items():
-        rows.append((name, "(strategy)", " -> ".join(members), "ready" if any(
-            not config.providers[d.provider].not_ready for m in members for d in config.models[m]) else "not ready: no member is ready"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3])
+        print(_table_row(row, widths))
+    strategies = [(name, _strategy_status(config, members), ", ".join(members))
+                  for name, members in config.strategies.items()]
+    if strategies:
+        print()
+        rows = [("STRATEGY", "STATUS", "MODELS, IN ORDER"), *strategies]
+        widths = [max(len(r[i]) for r in rows) for i in range(2)]
+        for row in rows:
+            print(_table_row(row, widths))
     return 0
+
+
+def _strategy_status(config: Config, members: tuple[str, ...]) -> str:
+    ready = any(not config.providers[d.provider].not_ready for m in members for d in config.models[m])
+    return "ready" if ready else "not ready: no member is ready"
+
+
+def _table_row(row: tuple[str, ...], widths: list[int]) -> str:
+    """Fixed columns, then the last cell. A last cell that does not fit in WIDTH wraps: under its
+    column when that is narrow enough, else indented below the row (`not ready:` stays on it)."""
+    head = "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  "
+    last = row[-1]
+    if len(head) + len(last) <= WIDTH:
+        return head + last
+    import textwrap
+
+    if len(head) <= WIDTH // 2:
+        lines = textwrap.wrap(last, WIDTH - len(head), break_on_hyphens=False)
+        return head + ("\n" + " " * len(head)).join(lines)
+    label, _, reason = last.partition(": ") if last.startswith("not ready: ") else ("", "", last)
+    below = textwrap.wrap(reason, WIDTH, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False)
+    return "\n".join([head + (label + ":" if label else "").rstrip(), *below]).replace("  \n", "\n")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -82,6 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Workers and the factory read the same file.
     os.environ["OMNI_LLM_CONFIG"] = str(Path(path).resolve())
     _configure_logging(args.log_level)
+    raise_fd_limit()  # connections are capped below it (proxy/edge.py)
     uv_config = uvicorn.Config(
         "proxy.app:create_app",
         factory=True,
@@ -90,10 +122,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=args.log_level,
         access_log=False,  # the gateway writes its own structured access log
-        timeout_graceful_shutdown=DRAIN_SECONDS,
+        timeout_graceful_shutdown=config.server.drain_timeout_s,
         server_header=False,
         proxy_headers=True,
         log_config=None,
+        http=PROTOCOL,  # httptools plus header timeout and connection cap
     )
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{args.port}"
@@ -101,7 +134,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from uvicorn.supervisors import Multiprocess
 
         sock = uv_config.bind_socket()
-        print(f"Omni-LLM listening on {url} ({args.workers} workers)", flush=True)
+        announce = threading.Thread(target=_announce_when_answering, daemon=True,
+                                    args=(args.host, args.port, f"Omni-LLM listening on {url} ({args.workers} workers)"))
+        announce.start()
         Multiprocess(uv_config, sockets=[sock]).run()
     else:
         # uvicorn drains, then re-raises the signal it caught with the previous handler: make that
@@ -109,6 +144,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
         _AnnouncingServer(uv_config, url).run()
     return 0
+
+
+def _announce_when_answering(host: str, port: int, message: str, timeout_s: float = 120.0) -> None:
+    """Print `message` once a worker answers /health on the shared socket (the parent only binds it)."""
+    probe = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host.strip("[]"))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((probe, port), timeout=1) as conn:
+                conn.sendall(b"GET /health HTTP/1.1\r\nhost: omni-llm\r\nconnection: close\r\n\r\n")
+                if conn.recv(64).startswith(b"HTTP/1.1 200"):
+                    print(message, flush=True)
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)  # a readiness poll of our own workers, not a wait in a test
 
 
 class _AnnouncingServer(uvicorn.Server):
@@ -135,14 +186,40 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+class _Version(argparse.Action):
+    """`omni-llm --version`: the installed distribution's version (looked up only when asked)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("omni-llm")
+        except PackageNotFoundError:
+            found = "unknown (not installed)"
+        print(f"omni-llm {found}")
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="omni-llm", description="An OpenAI-compatible LLM gateway.")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--config")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=_positive_int, default=1, help="worker processes (>= 1)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--allow-unauthenticated", action="store_true",
                        help="listen on a non-loopback address even with no API keys configured")

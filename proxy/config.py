@@ -74,6 +74,13 @@ class ServerConfig:
     max_request_bytes: int = 10 * 1024 * 1024
     request_timeout_s: float = 600.0
     drop_unsupported_params: bool = True
+    # Slow clients (see docs/hardening.md): headers must arrive within header_timeout_s, a body may
+    # stall at most body_timeout_s between reads; more than max_connections open connections shed the
+    # oldest ones still sending headers. drain_timeout_s: how long SIGTERM waits for requests in flight.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int = 2048
+    drain_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,14 @@ class RequestTooLarge(ProxyError):
     code = "request_too_large"
 
 
+class RequestTimeout(ProxyError):
+    """408: the client stopped sending its request body (slowloris)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class RateLimited(ProxyError):
     status = 429
     type = "rate_limit_error"
@@ -117,6 +125,12 @@ class ProviderNotConfigured(ServiceUnavailable):
 
 class ProviderUnavailable(ServiceUnavailable):
     code = "provider_unavailable"
+
+
+class ServerShuttingDown(ServiceUnavailable):
+    """503 (or an in-band stream error): the drain period after SIGTERM ended before the request did."""
+
+    code = "server_shutting_down"
 
 
 def upstream_status_error(status: int, message: str, *, retry_after: float | None = None) -> ProxyError:

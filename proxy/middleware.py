@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request id, CORS, authentication, body-size limit, access log, last-resort 500.
+"""Pure ASGI middleware: request id, CORS, authentication, body-size limit and stall timeout, header
+sanitising, access log, last-resort 500.
 
 One middleware, not a stack of `BaseHTTPMiddleware`s: it adds no task or
 copy per request and keeps context variables intact.
@@ -6,6 +7,7 @@ copy per request and keeps context variables intact.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -16,13 +18,26 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.config import ServerConfig
-from proxy.errors import AuthenticationFailed, ProxyError, RequestTooLarge, error_body_for
+from proxy.errors import AuthenticationFailed, ProxyError, RequestTimeout, RequestTooLarge, error_body_for
 
 access_log = logging.getLogger("omni.access")
 log = logging.getLogger("omni")
 
 _OPEN_PATHS = frozenset({"/health"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Bytes that must never reach a response header (header injection / a server that fails mid-write).
+_UNSAFE_HEADER = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+def safe_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Every response header value with control bytes percent-encoded (`\\r` -> `%0D`).
+
+    Values can echo what a client sent (a `PROVIDER/MODEL` name, an unknown param's
+    name): one check over all values, a rewrite only when something is found.
+    """
+    if not _UNSAFE_HEADER.search(b"".join([value for _, value in headers])):
+        return headers
+    return [(name, _UNSAFE_HEADER.sub(lambda m: b"%%%02X" % m[0][0], value)) for name, value in headers]
 
 
 async def send_json(send: Send, obj: object, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -59,6 +74,7 @@ class GatewayMiddleware:
         self._any_origin = "*" in server.cors_origins
         self._origins = frozenset(o.encode() for o in server.cors_origins)
         self._fast = fast_routes or {}
+        self._body_timeout = server.body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,7 +96,7 @@ class GatewayMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
-                message["headers"] = [*message.get("headers", []), *extra]
+                message["headers"] = safe_headers([*message.get("headers", []), *extra])
             await send(message)
 
         try:
@@ -92,7 +108,11 @@ class GatewayMiddleware:
                 await send_json(send_wrapper, error_body_for(scope["path"], error), error.status, error_headers(error))
                 return
             route = self._fast.get(scope["path"]) if scope["method"] == "POST" else None
-            await (route or self.app)(scope, self._limited(receive, headers), send_wrapper)
+            await (route or self.app)(scope, self._guarded(receive, headers), send_wrapper)
+        except ProxyError as error:  # from the body reader (413, 408) under a route that does not render it
+            if status_holder[0] == 0:
+                log_fields["error"] = error.message
+                await send_json(send_wrapper, error_body_for(scope["path"], error), error.status, error_headers(error))
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
             if status_holder[0] == 0:
@@ -155,19 +175,32 @@ class GatewayMiddleware:
             return RequestTooLarge(f"Request body exceeds the limit of {self._max} bytes.")
         return None
 
-    def _limited(self, receive: Receive, headers: dict[bytes, bytes]) -> Receive:
-        if b"content-length" in headers:
-            return receive  # already checked; the server enforces the declared length
-        limit = self._max
+    def _guarded(self, receive: Receive, headers: dict[bytes, bytes]) -> Receive:
+        """`receive` with the body-size limit (for chunked bodies; a declared length was checked) and a
+        stall timeout on each body read (408); once the body is complete, `receive` as it is."""
+        length = headers.get(b"content-length")
+        if length == b"0" or (length is None and b"transfer-encoding" not in headers):
+            return receive  # no body to wait for
+        limit = self._max if length is None else None
+        timeout = self._body_timeout
         seen = 0
+        complete = False
 
-        async def receive_limited() -> Message:
-            nonlocal seen
-            message = await receive()
+        async def receive_guarded() -> Message:
+            nonlocal seen, complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(f"The request body stalled for more than {timeout:g} s.") from None
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise RequestTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+                complete = not message.get("more_body")
+                if limit is not None:
+                    seen += len(message.get("body", b""))
+                    if seen > limit:
+                        raise RequestTooLarge(f"Request body exceeds the limit of {limit} bytes.")
             return message
 
-        return receive_limited
+        return receive_guarded

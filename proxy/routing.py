@@ -6,6 +6,7 @@ injectable clock. The I/O loop that walks a chain lives in `proxy.router`.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,12 +17,18 @@ from proxy.errors import InvalidRequest, ModelNotFound
 Link = tuple[str, tuple[Deployment, ...]]  # (public model name, its deployments)
 
 
-def resolve_model(config: Config, name: str) -> list[Link]:
-    """CONTRACT §4: a model name, a strategy name, or PROVIDER/UPSTREAM_MODEL."""
+# A client's model name reaches upstream URLs and response headers: no control characters.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def resolve_model(config: Config, name: str, param: str = "model") -> list[Link]:
+    """A model name, a strategy name, or PROVIDER/UPSTREAM_MODEL."""
     if name in config.models:
         return [(name, config.models[name])]
     if name in config.strategies:
         return [(member, config.models[member]) for member in config.strategies[name]]
+    if _CONTROL.search(name):
+        raise InvalidRequest(f"{param} must not contain control characters (CR, LF, NUL...): {name!r}", param=param)
     provider, slash, upstream = name.partition("/")
     if slash and upstream and provider in config.providers:
         return [(name, (with_catalog_defaults(Deployment(name=name, provider=provider, model=upstream)),))]
@@ -38,12 +45,12 @@ def resolve_chain(config: Config, request: Mapping[str, object]) -> list[Link]:
     if strategy is not None:
         if not isinstance(strategy, str) or strategy not in config.strategies:
             raise InvalidRequest(f"unknown fallback_strategy {strategy!r}", param="fallback_strategy")
-        chain += resolve_model(config, strategy)
+        chain += resolve_model(config, strategy, "fallback_strategy")
     fallbacks = request.get("fallbacks") or []
     if not isinstance(fallbacks, list) or not all(isinstance(f, str) for f in fallbacks):
         raise InvalidRequest("fallbacks must be a list of model names", param="fallbacks")
-    for name in fallbacks:
-        chain += resolve_model(config, name)
+    for i, name in enumerate(fallbacks):
+        chain += resolve_model(config, name, f"fallbacks[{i}]")
     seen: set[str] = set()
     return [link for link in chain if not (link[0] in seen or seen.add(link[0]))]
 

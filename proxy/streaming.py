@@ -58,6 +58,7 @@ class StreamRelay:
         self._done: set[int] = set()  # choice indices that had their finish_reason
         self.finish_reasons: list[str] = []
         self._first = True
+        self.relayed = 0  # chunks with choices sent (a client that aborts is accounted with this)
 
     @property
     def finished(self) -> bool:
@@ -82,6 +83,7 @@ class StreamRelay:
             choices = chunk["choices"] = [c for c in choices if c.get("index", 0) not in self._done]
         if not choices:
             return self._side_frame(chunk)
+        self.relayed += 1
         chunk["id"] = self.id
         chunk["object"] = "chat.completion.chunk"
         chunk["created"] = self.created

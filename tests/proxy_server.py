@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -36,6 +37,18 @@ class RunningProxy:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def access_entry(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The JSON access-log line of `request_id`, polled for: the server writes it in a `finally`
+        that may run after the client already has the whole response."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.logs().splitlines():
+                if line.startswith("{") and f'"request_id":"{request_id}"' in line:
+                    return json.loads(line)  # type: ignore[no-any-return]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no access-log line for request {request_id!r}:\n{self.logs()[-3000:]}")
+            time.sleep(0.02)
 
 
 def omni_llm_command() -> list[str]:

@@ -203,7 +203,7 @@ def test_refusal_is_content_filter(client: openai.OpenAI) -> None:
 def test_upstream_errors_map_to_contract(proxy: RunningProxy, model: str, status: int, etype: str,
                                          message: str | None) -> None:
     for stream in (False, True):
-        response = httpx.post(proxy.v1 + "/chat/completions", json={
+        response = httpx.post(proxy.v1 + "/chat/completions", headers={"x-request-id": f"err-{model}-{stream}"}, json={
             "model": model, "stream": stream, "messages": [{"role": "user", "content": "x"}]})
         assert response.status_code == status, response.text
         error = response.json()["error"]
@@ -213,6 +213,7 @@ def test_upstream_errors_map_to_contract(proxy: RunningProxy, model: str, status
         if status == 429:
             assert response.headers["retry-after"] == "7"
         assert UPSTREAM_KEY not in response.text
+    proxy.access_entry(f"err-{model}-True")  # the last request's log line is written (after its answer)
     assert UPSTREAM_KEY not in proxy.logs()
 
 

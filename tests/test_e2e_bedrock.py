@@ -234,7 +234,7 @@ def test_embeddings_titan_and_cohere(client: openai.OpenAI, upstream: tuple[str,
 )
 def test_upstream_errors(proxy: RunningProxy, model: str, status: int, etype: str) -> None:
     for stream in (False, True):
-        response = httpx.post(proxy.v1 + "/chat/completions", json={
+        response = httpx.post(proxy.v1 + "/chat/completions", headers={"x-request-id": f"err-{model}-{stream}"}, json={
             "model": model, "stream": stream, "messages": [{"role": "user", "content": "x"}]})
         assert response.status_code == status, response.text
         error = response.json()["error"]
@@ -244,6 +244,7 @@ def test_upstream_errors(proxy: RunningProxy, model: str, status: int, etype: st
             assert error["message"] == "scripted failure 400"
         if status == 429:
             assert response.headers["retry-after"] == "0"
+    proxy.access_entry(f"err-{model}-True")  # the last request's log line is written (after its answer)
     assert SESSION_TOKEN not in proxy.logs()
 
 
