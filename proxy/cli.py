@@ -1,4 +1,4 @@
-"""`omni-llm serve | models | check` (CONTRACT §2)."""
+"""`omni-llm serve | models | check` (the README's "Command line")."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         Multiprocess(uv_config, sockets=[sock]).run()
     else:
         # uvicorn drains, then re-raises the signal it caught with the previous handler: make that
-        # handler a no-op so a drained SIGTERM exits with status 0 (CONTRACT §2).
+        # handler a no-op so a drained SIGTERM exits with status 0 (as the README promises).
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
         _AnnouncingServer(uv_config, url).run()
     return 0
@@ -163,7 +163,7 @@ def _announce_when_answering(host: str, port: int, message: str, timeout_s: floa
 
 
 class _AnnouncingServer(uvicorn.Server):
-    """Prints the URL once the socket is listening (CONTRACT §2)."""
+    """Prints the URL once the socket is listening."""
 
     def __init__(self, config: uvicorn.Config, url: str) -> None:
         super().__init__(config)

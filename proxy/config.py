@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -24,6 +25,7 @@ MODEL_ROUTINGS = ("round_robin", *STRATEGY_ORDERS)
 _CAPABILITY_KEYS = ("context_window", "vision", "tools")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
@@ -155,10 +157,33 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
 
 def parse_config(text: str, env: Mapping[str, str]) -> Config:
     try:
+        duplicates = duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"invalid YAML: {exc}"]) from exc
+    if duplicates:  # YAML lets the last one win silently: a typo'd copy would hide the first
+        raise ConfigError(duplicates)
     return _Validator(env).config(raw if raw is not None else {})
+
+
+def duplicate_keys(node: yaml.Node | None, path: str = "") -> list[str]:
+    """Every mapping key that appears twice in the same mapping, with its YAML path and line."""
+    found: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            where = f"{path}.{key}" if path else key
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                found.append(f"{where}: duplicate key (line {line}; first on line {seen[key]})")
+            else:
+                seen[key] = line
+            found += duplicate_keys(value_node, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found += duplicate_keys(item, f"{path}[{i}]")
+    return found
 
 
 def expand(value: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
@@ -235,6 +260,19 @@ class _Validator:
         items = [self.string(v, f"{path}[{i}]") for i, v in enumerate(value)]
         return [v for v in items if v is not None]
 
+    def url(self, value: str, path: str) -> None:
+        """An upstream base URL: http(s), a host, nothing that would fail only at request time."""
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as exc:
+            self.fail(path, f"not a valid URL ({exc}): {value!r}")
+            return
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.fail(path, f"expected an http:// or https:// URL with a host, got {value!r}")
+        elif _CONTROL.search(value) or " " in value:
+            self.fail(path, f"URL contains spaces or control characters: {value!r}")
+
     # -- sections ------------------------------------------------------------
     def section(self, raw: Any, path: str, cls: type) -> dict[str, Any]:
         """A flat section whose keys, types and defaults are those of dataclass `cls`."""
@@ -301,8 +339,12 @@ class _Validator:
             elif key in spec.keys or key == "base_url":
                 if key == "chunk_delay_ms":
                     settings[key] = self.number(value, where)
+                elif (key == "base_url" or key in spec.secret_keys) and not isinstance(value, str):
+                    self.fail(where, f"expected a string, got {_kind(value)}")  # a number here is a mistake
                 elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
                     settings[key], referenced[key] = expand(str(value), self.env)
+                    if key == "base_url" and settings[key]:
+                        self.url(settings[key], where)
                 else:
                     self.fail(where, f"expected a string, got {_kind(value)}")
             else:

@@ -134,7 +134,7 @@ class ServerShuttingDown(ServiceUnavailable):
 
 
 def upstream_status_error(status: int, message: str, *, retry_after: float | None = None) -> ProxyError:
-    """The gateway's error for an upstream HTTP status, per CONTRACT §5."""
+    """The gateway's error for an upstream HTTP status (the README's error table)."""
     if status == 429:
         return RateLimited(message, retry_after=retry_after)
     if status in (401, 403):

@@ -54,7 +54,12 @@ class ProviderPool:
                 cls = load_provider_class(cfg.type)
             except MissingExtra as exc:
                 raise ProviderUnavailable(f"provider '{name}' is unavailable: {exc}") from None
-            provider = self._providers[name] = cls(cfg)
+            try:
+                provider = self._providers[name] = cls(cfg)
+            except Exception as exc:  # a setting the SDK rejects: the operator's problem, never a 500
+                log.warning("provider %r could not be set up", name, exc_info=True)
+                raise ProviderUnavailable(f"provider '{name}' could not be set up from the config "
+                                          f"({type(exc).__name__}: {exc}); run `omni-llm check`") from None
         return provider
 
     async def aclose(self) -> None:

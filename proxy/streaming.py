@@ -2,7 +2,7 @@
 
 Translators yield OpenAI chunk dicts; this module opens the stream and peeks
 its first chunk (so early failures are real HTTP statuses and the router can
-still fall back), then frames SSE and enforces CONTRACT §5's invariants:
+still fall back), then frames SSE and enforces the OpenAI stream invariants:
 same id/model on every chunk, `role` on the first delta, `finish_reason` on
 every choice (non-null exactly once, on the last chunk with choices), usage
 only in a final empty-choices chunk and only when the client asked. A failure

@@ -109,7 +109,7 @@ def sse_events(response: httpx.Response) -> list[bytes]:
 def collect_tool_calls(chunks: list[Any]) -> dict[int, dict[str, str]]:
     """Streamed OpenAI tool-call deltas (SDK chunk objects) -> {index: {id, name, args}}.
 
-    Asserts the streaming rule of CONTRACT §5: only a call's first delta carries its id.
+    Asserts OpenAI's streaming rule: only a call's first delta carries its id.
     """
     calls: dict[int, dict[str, str]] = {}
     for chunk in chunks:

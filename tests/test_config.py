@@ -83,12 +83,36 @@ def test_secrets_collected_for_scrubbing() -> None:
         ("colour: red", "colour: unknown key"),
         ("providers: [a, b]", "providers: expected a mapping, got a list"),
         ("providers: {p: {type: mock}}\nmodels: {m: {provider: p, weight: heavy}}", "models.m.weight: expected a number"),
+        # What would otherwise fail only at request time (issue 14): bad base_url, non-string keys, duplicates.
+        ("providers: {p: {type: openai_compatible, base_url: 127.0.0.1:8000/v1}}",
+         "providers.p.base_url: expected an http:// or https:// URL with a host"),
+        ("providers: {p: {type: openai_compatible, base_url: 'ftp://host/v1'}}",
+         "providers.p.base_url: expected an http:// or https:// URL"),
+        ("providers: {p: {type: openai_compatible, base_url: 'http://host:port/v1'}}", "providers.p.base_url: not a valid URL"),
+        ("providers: {p: {type: openai_compatible, base_url: 8000}}", "providers.p.base_url: expected a string, got a number"),
+        ("providers: {p: {type: openai_compatible, base_url: [http://a]}}", "providers.p.base_url: expected a string, got a list"),
+        ("providers: {p: {type: openai, api_key: 12345}}", "providers.p.api_key: expected a string, got a number"),
+        ("providers: {p: {type: anthropic, api_key: true}}", "providers.p.api_key: expected a string, got a boolean"),
+        ("providers: {p: {type: bedrock, region: r, aws_secret_access_key: 1}}",
+         "providers.p.aws_secret_access_key: expected a string"),
+        ("providers:\n  p: {type: mock}\n  p: {type: openai}\n", "providers.p: duplicate key (line 3; first on line 2)"),
+        ("providers: {p: {type: mock, type: openai}}", "providers.p.type: duplicate key"),
+        ("server: {api_keys: [a]}\nserver: {api_keys: [b]}", "server: duplicate key (line 2; first on line 1)"),
+        ("providers: {p: {type: mock}}\nmodels: {m: [{provider: p, model: a, model: b}]}", "models.m[0].model: duplicate key"),
     ],
 )
 def test_every_problem_has_its_yaml_path(yaml_text: str, problem: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(yaml_text, {})
     assert any(p.startswith(problem) for p in info.value.problems), info.value.problems
+
+
+def test_base_url_from_an_unset_variable_is_not_a_problem() -> None:
+    config = parse_config('providers: {p: {type: openai_compatible, base_url: "${UNSET_URL:-}"}}', {})
+    assert config.providers["p"].not_ready == "missing base_url (set UNSET_URL)"
+    bad = 'providers: {p: {type: openai_compatible, base_url: "${URL}"}}'
+    with pytest.raises(ConfigError):
+        parse_config(bad, {"URL": "localhost:11434"})  # expanded values are checked too
 
 
 def test_all_problems_reported_at_once() -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Keys every provider type accepts (CONTRACT §3).
+# Keys every provider type accepts (README, Configuration).
 COMMON_PROVIDER_KEYS = frozenset({"type", "base_url", "timeout_s", "max_retries", "headers"})
 
 

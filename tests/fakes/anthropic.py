@@ -1,4 +1,4 @@
-"""A fake Anthropic Messages upstream speaking the real wire format (WIRE.md §3).
+"""A fake Anthropic Messages upstream speaking the real wire format (https://docs.anthropic.com/en/api/messages-streaming).
 
 JSON bodies; streams are SSE with an `event:` line per event (the SDK ignores
 data-only events), a `ping`, usage split between `message_start` and

@@ -1,6 +1,6 @@
 """A fake Gemini API / Vertex AI upstream speaking the REST wire format google-genai uses.
 
-Paths (WIRE.md §7): Gemini API `/v1/models/{m}:{method}`, Vertex project mode
+Paths: Gemini API `/v1/models/{m}:{method}`, Vertex project mode
 `/v1beta1/projects/{p}/locations/{l}/publishers/google/models/{m}:{method}`,
 Vertex express `/v1beta1/publishers/google/models/{m}:{method}`; methods
 generateContent, streamGenerateContent (`?alt=sse`: data-only events, no

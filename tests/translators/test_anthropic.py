@@ -1,6 +1,6 @@
 """Pure tests of the Anthropic mapping, fed bodies and event sequences shaped like Anthropic's docs.
 
-Event sequences follow https://docs.anthropic.com/en/api/messages-streaming (and WIRE.md §3).
+Event sequences follow https://docs.anthropic.com/en/api/messages-streaming .
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Anthropic Messages API (https://docs.anthropic.com/en/api/messages) behind the OpenAI wire format.
 
-Quirks that shape the mapping (anthropic SDK 2.x, see ../shared/WIRE.md §3):
+Quirks that shape the mapping (anthropic SDK 2.x; https://docs.anthropic.com/en/api/messages):
 - `system` is a top-level field, not a message; `developer` messages join it.
   Turns must alternate user/assistant, so consecutive same-role turns are
   merged and tool results (`tool_result` blocks) ride in a user turn.

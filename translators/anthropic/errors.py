@@ -37,7 +37,7 @@ def _status(exc: BaseException) -> ProxyError:
 
 # Most specific first. Status errors (400 passes through with Anthropic's message, 401/403 -> 502,
 # 429 -> 429 + Retry-After, 529 OverloadedError and other 5xx -> 502, 408/504 -> 504) go through
-# CONTRACT §5's status table in `upstream_status_error`.
+# the README's error status table, in `upstream_status_error`.
 ERROR_TABLE: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Callable[[BaseException], ProxyError]], ...] = (
     (anthropic.APITimeoutError, lambda exc: UpstreamTimeout("upstream timed out")),
     (anthropic.APIConnectionError, lambda exc: UpstreamError("could not connect to the upstream")),

@@ -48,7 +48,7 @@ def from_anthropic_stop_reason(reason: str | None) -> str:
 
 
 def from_anthropic_usage(usage: JSON) -> JSON:
-    """CONTRACT §5: prompt_tokens counts every input token, cache reads and writes included."""
+    """prompt_tokens counts every input token, cache reads and writes included."""
     fresh = usage.get("input_tokens") or 0
     reads = usage.get("cache_read_input_tokens") or 0
     writes = usage.get("cache_creation_input_tokens") or 0
