@@ -83,6 +83,9 @@ class RequestTimeout(ProxyError):
     type = "invalid_request_error"
     code = "request_timeout"
 
+    def headers(self) -> dict[str, str]:
+        return {"connection": "close"}  # the rest of the body may still come: the connection is unusable
+
 
 class RateLimited(ProxyError):
     status = 429

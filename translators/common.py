@@ -1,22 +1,19 @@
-"""Mapping helpers more than one translator needs (pure, except `load_image`)."""
+"""Mapping helpers more than one translator needs (pure, except `load_image(s)`, see translators/fetch.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
-import os
-import socket
 import uuid
+from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 from proxy.errors import InvalidRequest
+from translators.fetch import FetchBudget, fetch_public_url
 
-IMAGE_MAX_BYTES = 20 * 1024 * 1024
+IMAGE_MAX_BYTES = 20 * 1024 * 1024  # one image
+IMAGE_MAX_TOTAL_BYTES = 32 * 1024 * 1024  # every image one request makes the gateway fetch
 IMAGE_TIMEOUT_S = 10.0
-# Tests serve images from 127.0.0.1; production never fetches private addresses.
-ALLOW_PRIVATE_ENV = "OMNI_LLM_ALLOW_PRIVATE_IMAGE_URLS"
 
 # OpenAI `reasoning_effort` -> a thinking-token budget for vendors that take one.
 REASONING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768}
@@ -97,7 +94,7 @@ def strip_schema_keys(schema: Any, unsupported: frozenset[str]) -> Any:
     return schema
 
 
-async def load_image(url: str) -> tuple[str, bytes]:
+async def load_image(url: str, budget: FetchBudget | None = None) -> tuple[str, bytes]:
     """(media type, bytes) of an image URL: `data:` decoded, http(s) fetched (public hosts, capped)."""
     inline = split_data_url(url)
     if inline is not None:
@@ -105,35 +102,13 @@ async def load_image(url: str) -> tuple[str, bytes]:
             return inline[0], base64.b64decode(inline[1], validate=True)
         except ValueError:
             raise InvalidRequest("image data URL is not valid base64", param="messages") from None
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise InvalidRequest(f"unsupported image URL scheme: {parts.scheme or url[:20]!r}", param="messages")
-    if not os.environ.get(ALLOW_PRIVATE_ENV):
-        await _require_public(parts.hostname)
-    import httpx2  # installed with the openai SDK, a core dependency
-
-    try:
-        async with httpx2.AsyncClient(timeout=IMAGE_TIMEOUT_S, follow_redirects=False) as client:
-            async with client.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise InvalidRequest(f"could not fetch image ({response.status_code}): {url}", param="messages")
-                body = b""
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > IMAGE_MAX_BYTES:
-                        raise InvalidRequest(f"image is larger than {IMAGE_MAX_BYTES} bytes: {url}", param="messages")
-                media_type = response.headers.get("content-type", "").split(";")[0].strip() or "image/png"
-                return media_type, body
-    except httpx2.HTTPError as exc:
-        raise InvalidRequest(f"could not fetch image ({type(exc).__name__}): {url}", param="messages") from None
+    body, media_type = await fetch_public_url(url, IMAGE_MAX_BYTES, IMAGE_TIMEOUT_S, budget=budget)
+    return media_type or "image/png", body
 
 
-async def _require_public(host: str) -> None:
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        raise InvalidRequest(f"cannot resolve image host {host!r}", param="messages") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise InvalidRequest(f"image host {host!r} is not a public address", param="messages")
+async def load_images(urls: Iterable[str]) -> dict[str, tuple[str, bytes]]:
+    """Every distinct image URL of one request, fetched concurrently within one byte budget."""
+    unique = list(dict.fromkeys(urls))
+    budget = FetchBudget(IMAGE_MAX_TOTAL_BYTES)
+    loaded = await asyncio.gather(*(load_image(url, budget) for url in unique))
+    return dict(zip(unique, loaded, strict=True))

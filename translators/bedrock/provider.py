@@ -30,7 +30,7 @@ from translators.bedrock.embeddings import from_bedrock_embeddings, to_bedrock_e
 from translators.bedrock.errors import map_bedrock_error
 from translators.bedrock.request import image_urls, to_bedrock_request
 from translators.bedrock.response import BedrockStreamState, from_bedrock_event, from_bedrock_response
-from translators.common import load_image
+from translators.common import load_images
 
 T = TypeVar("T")
 POOL_SIZE = 64  # concurrent Bedrock calls (HTTP connections and worker threads) per provider
@@ -89,9 +89,8 @@ class BedrockProvider:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _params(self, request: JSON, deployment: Deployment) -> JSON:
-        urls = list(dict.fromkeys(image_urls(request["messages"])))
-        loaded = await asyncio.gather(*(load_image(url) for url in urls))
-        return to_bedrock_request(request, deployment.model, deployment.options, dict(zip(urls, loaded, strict=True)))
+        images = await load_images(image_urls(request["messages"]))
+        return to_bedrock_request(request, deployment.model, deployment.options, images)
 
     async def chat(self, request: JSON, deployment: Deployment) -> JSON:
         params = await self._params(request, deployment)

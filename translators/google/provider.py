@@ -34,7 +34,7 @@ from proxy.errors import (
     upstream_status_error,
 )
 from translators.base import CHAT, EMBEDDINGS, JSON, JSON_SCHEMA, STREAM, TOOLS, VISION
-from translators.common import load_image
+from translators.common import load_images
 from translators.google.request import image_urls_to_fetch, to_google_request
 from translators.google.response import (
     GoogleStreamState,
@@ -147,7 +147,7 @@ class GoogleProvider:
         return config
 
     async def _request(self, request: JSON, deployment: Deployment) -> tuple[list[JSON], JSON]:
-        images = {url: await load_image(url) for url in image_urls_to_fetch(request.get("messages") or [])}
+        images = await load_images(image_urls_to_fetch(request.get("messages") or []))
         contents, config = to_google_request(request, images)
         return contents, self._config(config, deployment)
 
