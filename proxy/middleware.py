@@ -26,6 +26,7 @@ log = logging.getLogger("omni")
 _OPEN_PATHS = frozenset({"/health"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Bytes that must never reach a response header (header injection / a server that fails mid-write).
+_BODY_STALLED = object()  # the cancel message of a body read's timer
 _UNSAFE_HEADER = re.compile(rb"[\x00-\x1f\x7f]")
 
 
@@ -190,11 +191,18 @@ class GatewayMiddleware:
             nonlocal seen, complete
             if complete:
                 return await receive()
+            # A bare timer, not asyncio.timeout(): half the CPU on the hot path (~1.5 vs ~3.5 µs).
+            task = asyncio.current_task()
+            timer = asyncio.get_running_loop().call_later(timeout, task.cancel, _BODY_STALLED)  # type: ignore[union-attr]
             try:
-                async with asyncio.timeout(timeout):
-                    message = await receive()
-            except TimeoutError:
+                message = await receive()
+            except asyncio.CancelledError as exc:
+                if exc.args[:1] != (_BODY_STALLED,):
+                    raise
+                task.uncancel()  # type: ignore[union-attr]
                 raise RequestTimeout(f"The request body stalled for more than {timeout:g} s.") from None
+            finally:
+                timer.cancel()
             if message["type"] == "http.request":
                 complete = not message.get("more_body")
                 if limit is not None:
