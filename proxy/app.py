@@ -228,6 +228,7 @@ class Gateway:
         self.tracing = tracing_from_env(os.environ) if tracing is _FROM_ENV else tracing
         self.router.tracing = self.tracing
         self.emf = EmfWriter(config.metrics.namespace) if config.metrics.emf else None
+        self.mcp: Any = None  # proxy.mcp.manager.McpManager, built on the first request that uses MCP
 
     # -- errors ----------------------------------------------------------------
     def scrub(self, text: str) -> str:
@@ -554,6 +555,21 @@ INGRESS_ROUTES = {
 }
 
 
+def lazy_route(target: str) -> Callable[[Request], Awaitable[Response]]:
+    """A route handler (`module:function` taking the gateway and the request) imported on its first request,
+    so extensions stay out of `import proxy.app`."""
+    handler: Callable[..., Awaitable[Response]] | None = None
+
+    async def endpoint(request: Request) -> Response:
+        nonlocal handler
+        if handler is None:
+            module, _, name = target.partition(":")
+            handler = getattr(importlib.import_module(module), name)
+        return await handler(request.app.state.gateway, request)
+
+    return endpoint
+
+
 def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starlette:
     """`tracing`: a `proxy.otel.Tracing` (tests pass one with an in-memory exporter); default from OTEL_*."""
     config = config or load_config()
@@ -583,6 +599,10 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
         for prefix in ("/v1", "")
     ]
     routes += [Route("/health", gateway.health, methods=["GET"]), Route("/metrics", gateway.metrics_endpoint, methods=["GET"])]
+    # MCP (CONTRACT §11): the tool listing, and the gateway as one MCP server (streamable HTTP, gateway auth).
+    routes += [Route(prefix + "/mcp/tools", gateway.errors_rendered(lazy_route("proxy.mcp.api:list_tools")),
+                     methods=["GET"]) for prefix in ("/v1", "")]
+    routes += [Route("/mcp", LazyEndpoint(gateway, "proxy.mcp.server:create_mcp_app"), methods=["GET", "POST", "DELETE"])]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -590,6 +610,8 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
         await gateway.pool.aclose()
         if gateway.tracing is not None:
             gateway.tracing.shutdown()
+        if gateway.mcp is not None:
+            await gateway.mcp.aclose()
 
     app = Starlette(
         routes=routes,

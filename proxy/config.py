@@ -101,6 +101,29 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class McpServerConfig:
+    """One MCP server the gateway may use as a client (CONTRACT §11); only ever from the operator's config."""
+
+    name: str
+    transport: str  # stdio | streamable_http | sse | websocket
+    command: str = ""  # stdio
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    url: str = ""  # streamable_http, sse, websocket
+    headers: Mapping[str, str] = field(default_factory=dict)
+    allowed_tools: tuple[str, ...] | None = None  # the operator's ceiling; None = every tool
+    timeout_s: float = 30.0  # per tool call, and for connecting
+    max_retries: int = 2  # connection attempts beyond the first (tool calls are never retried)
+    max_result_bytes: int = 100_000
+    max_concurrency: int = 16  # tool calls in flight on this server
+    tools_ttl_s: float = 300.0  # how long a tool list is trusted without a list_changed
+
+
+MCP_TRANSPORTS = ("stdio", "streamable_http", "sse", "websocket")
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     providers: Mapping[str, ProviderConfig]
@@ -111,6 +134,7 @@ class Config:
     # Non-default orders: strategy name -> STRATEGY_ORDERS, model name -> MODEL_ROUTINGS (CONTRACT §16).
     orders: Mapping[str, str] = field(default_factory=dict)
     metrics: MetricsConfig = MetricsConfig()
+    mcp_servers: Mapping[str, McpServerConfig] = field(default_factory=dict)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -122,6 +146,7 @@ class Config:
             if key in PROVIDER_TYPES[p.type].secret_keys and value and len(str(value)) >= 4
         }
         found.update(v for p in self.providers.values() for v in p.headers.values() if len(v) >= 8)
+        found.update(v for m in self.mcp_servers.values() for v in m.headers.values() if len(v) >= 8)
         return tuple(sorted(found, key=len, reverse=True))
 
 
@@ -210,7 +235,7 @@ class _Validator:
     def config(self, raw: Any) -> Config:
         if not isinstance(raw, dict):
             raise ConfigError(["(root): expected a mapping with server, providers, models, strategies"])
-        for key in raw.keys() - {"server", "providers", "models", "strategies", "router", "metrics"}:
+        for key in raw.keys() - {"server", "providers", "models", "strategies", "router", "metrics", "mcp_servers"}:
             self.fail(str(key), "unknown key")
         server = ServerConfig(**self.section(raw.get("server"), "server", ServerConfig))
         router = RouterConfig(**self.section(raw.get("router"), "router", RouterConfig))
@@ -218,9 +243,11 @@ class _Validator:
         providers = self.providers(raw.get("providers"))
         models = self.models(raw.get("models"), providers)
         strategies = self.strategies(raw.get("strategies"), models)
+        mcp_servers = self.mcp_servers(raw.get("mcp_servers"))
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(server, providers, models, strategies, router, orders=self.orders, metrics=metrics)
+        return Config(server, providers, models, strategies, router, orders=self.orders, metrics=metrics,
+                      mcp_servers=mcp_servers)
 
     # -- scalar helpers ------------------------------------------------------
     def string(self, value: Any, path: str) -> str | None:
@@ -434,6 +461,9 @@ class _Validator:
         fields = {k: v for k, v in fields.items() if v is not None}
         return with_catalog_defaults(Deployment(name=name, provider=str(provider_name), **fields))
 
+    def mcp_servers(self, raw: Any) -> dict[str, McpServerConfig]:
+        return _mcp_servers(self, raw)
+
     def strategies(self, raw: Any, models: Mapping[str, tuple[Deployment, ...]]) -> dict[str, tuple[str, ...]]:
         if raw is None:
             return {}
@@ -472,6 +502,64 @@ def with_catalog_defaults(deployment: Deployment) -> Deployment:
     known = lookup(deployment.model)
     missing = {k: v for k, v in known.items() if getattr(deployment, k, None) is None}
     return dataclasses.replace(deployment, **missing) if missing else deployment
+_MCP_KEYS = {
+    "stdio": {"command", "args", "env", "cwd"},
+    "streamable_http": {"url", "headers"},
+    "sse": {"url", "headers"},
+    "websocket": {"url", "headers"},
+}
+_MCP_COMMON = {"transport", "allowed_tools", "timeout_s", "max_retries", "max_result_bytes", "max_concurrency",
+               "tools_ttl_s"}
+
+
+def _mcp_servers(v: _Validator, raw: Any) -> dict[str, McpServerConfig]:
+    """The `mcp_servers` section: transport-specific keys checked, `${VAR}` expanded (headers carry secrets)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        v.fail("mcp_servers", f"expected a mapping, got {_kind(raw)}")
+        return {}
+    out: dict[str, McpServerConfig] = {}
+    for name, body in raw.items():
+        path = f"mcp_servers.{name}"
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name)) or "__" in str(name):
+            v.fail(path, "server names use letters, digits, '_' and '-' (no '__': it separates SERVER__TOOL)")
+        if not isinstance(body, dict):
+            v.fail(path, f"expected a mapping, got {_kind(body)}")
+            continue
+        transport = body.get("transport")
+        if transport not in _MCP_KEYS:
+            v.fail(f"{path}.transport", f"expected one of {', '.join(MCP_TRANSPORTS)}, got {transport!r}")
+            continue
+        fields: dict[str, Any] = {}
+        for key, value in body.items():
+            where = f"{path}.{key}"
+            if key == "transport":
+                continue
+            if key not in _MCP_KEYS[transport] | _MCP_COMMON:
+                v.fail(where, f"unknown key for transport '{transport}'")
+            elif key in ("command", "url", "cwd"):
+                fields[key] = v.string(value, where)
+            elif key in ("args", "allowed_tools"):
+                fields[key] = tuple(v.strings(value, where))
+            elif key in ("env", "headers"):
+                if isinstance(value, dict):
+                    fields[key] = {str(k): s for k, x in value.items() if (s := v.string(x, f"{where}.{k}")) is not None}
+                else:
+                    v.fail(where, f"expected a mapping, got {_kind(value)}")
+            elif key in ("timeout_s", "tools_ttl_s"):
+                fields[key] = v.number(value, where, minimum=0.001)
+            else:
+                fields[key] = v.number(value, where, integer=True, minimum=0 if key == "max_retries" else 1)
+        for needed in ("command",) if transport == "stdio" else ("url",):
+            if not fields.get(needed):
+                v.fail(f"{path}.{needed}", "required")
+        url = fields.get("url") or ""
+        schemes = ("ws://", "wss://") if transport == "websocket" else ("http://", "https://")
+        if url and not url.startswith(schemes):
+            v.fail(f"{path}.url", f"expected a {' or '.join(schemes)} URL")
+        out[str(name)] = McpServerConfig(str(name), str(transport), **{k: x for k, x in fields.items() if x is not None})
+    return out
 
 
 def _readiness(

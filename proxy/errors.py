@@ -107,6 +107,12 @@ class StructuredOutputInvalid(UpstreamError):
     """502: no model of the chain produced an answer that validates against `structured_output`'s schema."""
 
     code = "structured_output_invalid"
+
+
+class McpServerUnavailable(UpstreamError):
+    """502: a configured MCP server could not be reached (before the first byte of the answer)."""
+
+    code = "mcp_server_unavailable"
     retryable = False
 
 

@@ -19,6 +19,7 @@ Behaviour is chosen by the requested model id:
   truncated        two text deltas, then the stream ends without message_stop
   garbage          200 with a body that is not JSON
   slow-<ms>        waits before answering
+  scripted         the recorder's next scripted turn (text and/or tool_use blocks)
 
 `POST /v1/messages/count_tokens` answers `{"input_tokens": 40 + number of messages}`.
 
@@ -122,6 +123,13 @@ def plan(model: str, body: dict[str, Any], scripted: str | None = None) -> tuple
     return [{"type": "text", "text": f"echo: {last_user_text(body['messages'])}"}], stop, usage
 
 
+def scripted(turn: dict[str, Any]) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": turn["text"]}] if turn.get("text") else []
+    blocks += [{"type": "tool_use", "id": c["id"], "name": c["name"], "input": c.get("arguments", {})}
+               for c in turn.get("tool_calls") or []]
+    return blocks, "tool_use" if turn.get("tool_calls") else "end_turn", {**USAGE, "output_tokens": 7}
+
+
 def make_app(recorder: Recorder) -> Starlette:
     async def messages(request: Request) -> Response:
         body = orjson.loads(await request.body())
@@ -139,7 +147,8 @@ def make_app(recorder: Recorder) -> Starlette:
             return _error(400, problem)
         if model == "garbage":
             return Response(b"<html>not json</html>", media_type="application/json")
-        blocks, stop, usage = plan(model, body, recorder.next_answer())
+        blocks, stop, usage = scripted(recorder.next_turn()) if model == "scripted" else \
+            plan(model, body, recorder.next_answer())
         if body.get("stream"):
             return StreamingResponse(stream(model, blocks, stop, usage), media_type="text/event-stream")
         return Response(orjson.dumps({

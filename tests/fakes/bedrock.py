@@ -12,6 +12,7 @@ Behaviour is chosen by the model id in the path (`/model/{id}/converse[-stream]|
   leak-403             403 whose message echoes the X-Amz-Security-Token it received
   midstream-<name>     two text deltas, then a `<name>` exception frame (e.g. throttlingException)
   endless              a text delta every 20 ms for a long time (client-disconnect tests)
+  scripted             the recorder's next scripted turn (text and/or toolUse blocks)
   *titan-embed-text*   Titan embeddings (one text per call);  cohere.embed*: Cohere batch embeddings
 """
 
@@ -104,6 +105,13 @@ def _content(model: str, body: dict[str, Any], scripted: str | None = None) -> t
     return text, stop
 
 
+def _scripted(turn: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    blocks: list[dict[str, Any]] = [{"text": turn["text"]}] if turn.get("text") else []
+    blocks += [{"toolUse": {"toolUseId": c["id"], "name": c["name"], "input": c.get("arguments", {})}}
+               for c in turn.get("tool_calls") or []]
+    return blocks, "tool_use" if turn.get("tool_calls") else "end_turn"
+
+
 def _stream_events(model: str, blocks: list[dict[str, Any]], stop: str) -> list[bytes]:
     frames = [event("messageStart", {"role": "assistant"})]
     for index, block in enumerate(blocks):
@@ -151,7 +159,8 @@ def make_app(recorder: Recorder) -> Starlette:
         early = scripted_error(model, request)
         if early is not None:
             return early
-        blocks, stop = _content(model, body, recorder.next_answer())
+        blocks, stop = _scripted(recorder.next_turn()) if model == "scripted" else \
+            _content(model, body, recorder.next_answer())
         answer = {"output": {"message": {"role": "assistant", "content": blocks}}, "stopReason": stop,
                   "usage": USAGE, "metrics": {"latencyMs": 42}}
         return Response(json.dumps(answer), media_type="application/json", headers={"x-amzn-RequestId": "req-1"})
@@ -171,7 +180,8 @@ def make_app(recorder: Recorder) -> Starlette:
                     yield event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": f"tick{i} "}})
                     await asyncio.sleep(0.02)
                 return
-            frames = _stream_events(model, *_content(model, body, recorder.next_answer()))
+            turn = _scripted(recorder.next_turn()) if model == "scripted" else None
+            frames = _stream_events(model, *(turn or _content(model, body, recorder.next_answer())))
             if model.startswith("midstream-"):
                 frames = frames[:3] + [exception(model.split("-", 1)[1], {"message": "scripted mid-stream failure"})]
             for data in frames:

@@ -13,6 +13,7 @@ it through the gateway's config:
   endless          streams one chunk every 50 ms for a long time (client-disconnect tests)
   slow-<ms>        waits before answering
   garbage          200 with a body that is not JSON
+  scripted         the recorder's next scripted turn (text and/or tool calls)
 
 A text scripted in `recorder.answers` replaces the echo (or, with a `tool_choice`
 naming a function, is that call's arguments).
@@ -58,6 +59,12 @@ TOOL_CALLS = [
 ]
 
 
+def _calls(turn: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"id": c["id"], "type": "function",
+             "function": {"name": c["name"], "arguments": orjson.dumps(c.get("arguments", {})).decode()}}
+            for c in turn.get("tool_calls") or []]
+
+
 def make_app(recorder: Recorder) -> Starlette:
     async def chat(request: Request) -> Response:
         body = orjson.loads(await request.body())
@@ -76,9 +83,14 @@ def make_app(recorder: Recorder) -> Starlette:
                             "function": {"name": forced, "arguments": scripted}}]
         else:
             model_calls = TOOL_CALLS if model == "tools" else []
+        preface = None  # text before the tool calls of a scripted turn
+        if model == "scripted":
+            turn = recorder.next_turn()
+            preface, model_calls = turn.get("text"), _calls(turn)
+            scripted = preface or ""
         if not body.get("stream"):
             if model_calls:
-                message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": model_calls}
+                message: dict[str, Any] = {"role": "assistant", "content": preface, "tool_calls": model_calls}
                 finish = "tool_calls"
             else:
                 text = scripted if scripted is not None else f"echo: {_last_user_text(body['messages'])}"
@@ -90,7 +102,7 @@ def make_app(recorder: Recorder) -> Starlette:
                 "usage": usage, "system_fingerprint": "fp_fake",
             }), media_type="application/json")
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return StreamingResponse(_stream(model, body, include_usage, usage, recorder, scripted, model_calls),
+        return StreamingResponse(_stream(model, body, include_usage, usage, recorder, scripted, model_calls, preface),
                                  media_type="text/event-stream")
 
     async def embeddings(request: Request) -> Response:
@@ -129,7 +141,8 @@ def make_app(recorder: Recorder) -> Starlette:
         return None
 
     async def _stream(model: str, body: dict[str, Any], include_usage: bool, usage: dict[str, Any],
-                      rec: Recorder, scripted: str | None, model_calls: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+                      rec: Recorder, scripted: str | None, model_calls: list[dict[str, Any]],
+                      preface: str | None = None) -> AsyncIterator[bytes]:
         base = {"id": "chatcmpl-fake1", "object": "chat.completion.chunk", "created": 1700000000, "model": model}
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -141,6 +154,8 @@ def make_app(recorder: Recorder) -> Starlette:
         try:
             yield chunk({"role": "assistant", "content": ""})
             if model_calls:
+                for i, word in enumerate(preface.split(" ") if preface else []):
+                    yield chunk({"content": word if i == 0 else " " + word})
                 for i, call in enumerate(model_calls):
                     yield chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
                                                  "function": {"name": call["function"]["name"], "arguments": ""}}]})

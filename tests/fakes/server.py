@@ -36,6 +36,13 @@ class Recorder:
     def next_answer(self) -> str | None:
         return self.answers.pop(0) if self.answers else None
 
+    # Turns of the model `scripted`, in the fakes' shared form (each fake renders its own wire format):
+    # {"text": str | None, "tool_calls": [{"id", "name", "arguments": {...}}]}. The last turn repeats.
+    script: list[dict[str, Any]] = field(default_factory=list)
+
+    def next_turn(self) -> dict[str, Any]:
+        return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+
     def bump(self, key: str) -> int:
         self.counters[key] = self.counters.get(key, 0) + 1
         return self.counters[key]

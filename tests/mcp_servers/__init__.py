@@ -1,0 +1,43 @@
+"""Real MCP servers for the tests, and helpers that run them as processes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+TOOLS_SERVER = str(Path(__file__).with_name("tools_server.py"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def http_server(token: str | None = None) -> Iterator[str]:
+    """tools_server.py over streamable HTTP on 127.0.0.1; yields its `/mcp` URL once it accepts connections."""
+    port = free_port()
+    command = [sys.executable, TOOLS_SERVER, "--http", str(port), *(["--token", token] if token else [])]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("the MCP test server exited early")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the MCP test server did not start") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
