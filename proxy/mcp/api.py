@@ -1,4 +1,8 @@
-"""`GET /v1/mcp/tools`: every configured server's tools, named as the models see them (after `allowed_tools`)."""
+"""`GET /v1/mcp/tools`: every configured server's tools, named as the models see them (after `allowed_tools`).
+
+A server that cannot be reached does not hide the others: it is named under
+`unavailable` (`[{"server", "message"}]`) beside the listing.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,11 @@ from proxy.mcp.manager import manager_for
 
 async def list_tools(gateway: Any, request: Request) -> Response:
     manager = manager_for(gateway)
-    catalog = await manager.catalog(manager.servers)
+    catalog = await manager.catalog(manager.servers, skip_unavailable=True)
     data = [{"type": "function", "server": entry.server, "function": entry.function()["function"]}
             for entry in catalog.entries.values()]
-    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+    body: dict[str, Any] = {"object": "list", "data": data}
+    if catalog.unavailable:
+        body["unavailable"] = [{"server": name, "message": gateway.scrub(message)}
+                               for name, message in catalog.unavailable.items()]
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,13 +261,22 @@ class McpManager:
 
     def __init__(self, servers: Mapping[str, McpServerConfig]) -> None:
         self.servers = {name: ServerConnection(cfg) for name, cfg in servers.items()}
+        self.on_close: list[Callable[[], Awaitable[None]]] = []  # e.g. the `/mcp` endpoint's session manager
 
-    async def catalog(self, names: Iterable[str], only: set[str] | None = None) -> Catalog:
-        """The tools of these servers (in parallel), filtered by tool name; McpServerUnavailable if one fails."""
+    async def catalog(self, names: Iterable[str], only: set[str] | None = None, *,
+                      skip_unavailable: bool = False) -> Catalog:
+        """The tools of these servers (listed in parallel), filtered by tool name.
+
+        A server that cannot be reached raises McpServerUnavailable — or, with
+        `skip_unavailable` (listings), is left out and named in `catalog.unavailable`.
+        """
         names = list(names)
         listed = await asyncio.gather(*(self.servers[n].tools() for n in names), return_exceptions=True)
         catalog = Catalog()
-        for found in listed:
+        for name, found in zip(names, listed):
+            if isinstance(found, McpServerUnavailable) and skip_unavailable:
+                catalog.unavailable[name] = found.message
+                continue
             if isinstance(found, BaseException):
                 raise found
             for entry in found:
@@ -279,7 +288,8 @@ class McpManager:
         return await self.servers[entry.server].call(entry, arguments)
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(s.aclose() for s in self.servers.values()), return_exceptions=True)
+        closers = [closer() for closer in self.on_close]
+        await asyncio.gather(*closers, *(s.aclose() for s in self.servers.values()), return_exceptions=True)
 
 
 def manager_for(gateway: Any) -> McpManager:

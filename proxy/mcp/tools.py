@@ -37,6 +37,7 @@ class Catalog:
     """The tools a request may use, by public name."""
 
     entries: dict[str, ToolEntry] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)  # server -> why (listings only)
 
     def functions(self) -> list[dict[str, Any]]:
         return [entry.function() for entry in self.entries.values()]

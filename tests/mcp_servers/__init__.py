@@ -20,10 +20,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def http_server(token: str | None = None) -> Iterator[str]:
-    """tools_server.py over streamable HTTP on 127.0.0.1; yields its `/mcp` URL once it accepts connections."""
+def http_server(token: str | None = None, transport: str = "http") -> Iterator[str]:
+    """tools_server.py on 127.0.0.1 over streamable HTTP (`/mcp`), `sse` (`/sse`) or `ws`; yields its URL
+    once it accepts connections."""
     port = free_port()
-    command = [sys.executable, TOOLS_SERVER, "--http", str(port), *(["--token", token] if token else [])]
+    command = [sys.executable, TOOLS_SERVER, f"--{transport}", str(port), *(["--token", token] if token else [])]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -37,7 +38,8 @@ def http_server(token: str | None = None) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the MCP test server did not start") from None
                 time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield {"http": f"http://127.0.0.1:{port}/mcp", "sse": f"http://127.0.0.1:{port}/sse",
+               "ws": f"ws://127.0.0.1:{port}/"}[transport]
     finally:
         process.terminate()
         process.wait(timeout=10)
