@@ -113,7 +113,8 @@ class McpServerConfig:
     url: str = ""  # streamable_http, sse, websocket
     headers: Mapping[str, str] = field(default_factory=dict)
     allowed_tools: tuple[str, ...] | None = None  # the operator's ceiling; None = every tool
-    timeout_s: float = 30.0  # per tool call, and for connecting
+    timeout_s: float = 30.0  # per tool call
+    connect_timeout_s: float = 30.0  # starting/connecting and listing tools (a stdio server may start slowly)
     max_retries: int = 2  # connection attempts beyond the first (tool calls are never retried)
     max_result_bytes: int = 100_000
     max_concurrency: int = 16  # tool calls in flight on this server
@@ -508,7 +509,7 @@ _MCP_KEYS = {
     "sse": {"url", "headers"},
     "websocket": {"url", "headers"},
 }
-_MCP_COMMON = {"transport", "allowed_tools", "timeout_s", "max_retries", "max_result_bytes", "max_concurrency",
+_MCP_COMMON = {"transport", "allowed_tools", "timeout_s", "connect_timeout_s", "max_retries", "max_result_bytes", "max_concurrency",
                "tools_ttl_s"}
 
 
@@ -547,7 +548,7 @@ def _mcp_servers(v: _Validator, raw: Any) -> dict[str, McpServerConfig]:
                     fields[key] = {str(k): s for k, x in value.items() if (s := v.string(x, f"{where}.{k}")) is not None}
                 else:
                     v.fail(where, f"expected a mapping, got {_kind(value)}")
-            elif key in ("timeout_s", "tools_ttl_s"):
+            elif key in ("timeout_s", "connect_timeout_s", "tools_ttl_s"):
                 fields[key] = v.number(value, where, minimum=0.001)
             else:
                 fields[key] = v.number(value, where, integer=True, minimum=0 if key == "max_retries" else 1)

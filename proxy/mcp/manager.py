@@ -98,7 +98,7 @@ class ServerConnection:
         stop, gone = anyio.Event(), anyio.Event()
         task = asyncio.get_running_loop().create_task(self._own(ready, stop, gone))
         try:
-            async with asyncio.timeout(self.cfg.timeout_s):
+            async with asyncio.timeout(self.cfg.connect_timeout_s):
                 client = await asyncio.shield(ready)
         except BaseException:
             stop.set()
@@ -181,7 +181,7 @@ class ServerConnection:
                 return self._tools
             client = await self.client()
             try:
-                async with asyncio.timeout(self.cfg.timeout_s):
+                async with asyncio.timeout(self.cfg.connect_timeout_s):
                     listed = await self._list_all(client)
             except Exception as exc:
                 raise McpServerUnavailable(
@@ -239,9 +239,9 @@ class ServerConnection:
             text = problem
         else:
             try:
-                async with asyncio.timeout(self.cfg.timeout_s):
-                    async with self._slots:
-                        client = await self.client()
+                async with self._slots:
+                    client = await self.client()  # a (re)start is bounded by connect_timeout_s, not the call's
+                    async with asyncio.timeout(self.cfg.timeout_s):
                         result = await client.call_tool(entry.name, arguments)
                 text = result_text(result.content, result.structured_content)
                 is_error = bool(result.is_error)
