@@ -68,8 +68,10 @@ def _transport(cfg: McpServerConfig, stack: AsyncExitStack) -> Any:
     if cfg.transport == "stdio":
         from mcp.client.stdio import StdioServerParameters, stdio_client
 
-        params = StdioServerParameters(command=cfg.command, args=list(cfg.args), env=dict(cfg.env) or None,
-                                       cwd=cfg.cwd)
+        # `python` is the gateway's own interpreter: servers written with the `mcp` SDK (installed by the
+        # gateway's `mcp` extra) start without knowing where the gateway's virtualenv lives.
+        command = sys.executable if cfg.command in ("python", "python3") else cfg.command
+        params = StdioServerParameters(command=command, args=list(cfg.args), env=dict(cfg.env) or None, cwd=cfg.cwd)
         return stdio_client(params, errlog=sys.stderr)
     if cfg.transport == "streamable_http":
         return _streamable_http(cfg)
