@@ -249,3 +249,43 @@ def test_strict_server_rejects_what_the_mock_cannot_honour() -> None:
         with pytest.raises(openai.BadRequestError) as info:
             strict.chat.completions.create(model="demo", messages=_user("hi"), logprobs=True)
         assert info.value.body["param"] == "logprobs"  # type: ignore[index]
+
+
+class Contact(BaseModel):
+    name: str
+    age: int
+    kind: Literal["person", "company"]
+
+
+@pytest.mark.parametrize("method", ["json_schema", "function_calling"])
+def test_langchain_with_structured_output(proxy: RunningProxy, method: str) -> None:
+    """The issue's first try: LangChain's `with_structured_output` on the demo model."""
+    langchain_openai = pytest.importorskip("langchain_openai", reason="langchain-openai (dev extra) not installed")
+    llm = langchain_openai.ChatOpenAI(model="demo", base_url=proxy.v1, api_key="unused", max_retries=0)
+    contact = llm.with_structured_output(Contact, method=method).invoke("Ada Lovelace")
+    assert contact == Contact(name="Ada Lovelace", age=42, kind="person")
+
+
+def test_langchain_tool_loop_and_streamed_tool_calls(proxy: RunningProxy) -> None:
+    langchain_openai = pytest.importorskip("langchain_openai", reason="langchain-openai (dev extra) not installed")
+    from langchain_core.messages import HumanMessage
+    from langchain_core.tools import tool
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    llm = langchain_openai.ChatOpenAI(model="demo", base_url=proxy.v1, api_key="unused", max_retries=0)
+    bound = llm.bind_tools([get_weather])
+    question = HumanMessage("use get_weather for Paris")
+    reply = bound.invoke([question])
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("get_weather", {"city": "use get_weather for Paris"})]
+    result = get_weather.invoke(reply.tool_calls[0])
+    final = bound.invoke([question, reply, result])
+    assert final.content == "Tool results: get_weather returned: sunny in use get_weather for Paris"
+    chunks = list(bound.stream([question]))
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged = merged + chunk
+    assert [(c["name"], c["args"]) for c in merged.tool_calls] == [("get_weather", {"city": "use get_weather for Paris"})]
