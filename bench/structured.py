@@ -25,19 +25,48 @@ from proxy.structured.validate import check_answer
 
 # 20 fields: scalars, an optional, an enum, arrays, a nested object, an array of objects.
 FORMAT: dict[str, Any] = {
-    "name": "string", "age": "integer?", "email": "string", "active": "boolean", "score": "number",
-    "kind": "person|company|other", "tags": ["string"], "skills": "array of strings", "phone": "string?",
+    "name": "string",
+    "age": "integer?",
+    "email": "string",
+    "active": "boolean",
+    "score": "number",
+    "kind": "person|company|other",
+    "tags": ["string"],
+    "skills": "array of strings",
+    "phone": "string?",
     "address": {"street": "string", "city": "string", "zip": "string?", "country": "string"},
-    "jobs": [{"title": "string", "years": "integer"}], "notes": "string?", "rank": "integer", "website": "string?",
-    "verified": "boolean", "balance": "number", "currency": "usd|eur|gbp", "nickname": "string?",
-    "created": "string", "level": "integer",
+    "jobs": [{"title": "string", "years": "integer"}],
+    "notes": "string?",
+    "rank": "integer",
+    "website": "string?",
+    "verified": "boolean",
+    "balance": "number",
+    "currency": "usd|eur|gbp",
+    "nickname": "string?",
+    "created": "string",
+    "level": "integer",
 }
 ANSWER: dict[str, Any] = {
-    "name": "Ada Lovelace", "age": 36, "email": "ada@example.com", "active": True, "score": 9.5, "kind": "person",
-    "tags": ["math", "poetry"], "skills": ["analysis", "notes"], "phone": None,
+    "name": "Ada Lovelace",
+    "age": 36,
+    "email": "ada@example.com",
+    "active": True,
+    "score": 9.5,
+    "kind": "person",
+    "tags": ["math", "poetry"],
+    "skills": ["analysis", "notes"],
+    "phone": None,
     "address": {"street": "St James's Square", "city": "London", "zip": None, "country": "UK"},
-    "jobs": [{"title": "analyst", "years": 10}], "notes": None, "rank": 1, "website": None, "verified": True,
-    "balance": 12.5, "currency": "gbp", "nickname": "Enchantress of Numbers", "created": "1815-12-10", "level": 3,
+    "jobs": [{"title": "analyst", "years": 10}],
+    "notes": None,
+    "rank": 1,
+    "website": None,
+    "verified": True,
+    "balance": 12.5,
+    "currency": "gbp",
+    "nickname": "Enchantress of Numbers",
+    "created": "1815-12-10",
+    "level": 3,
 }
 assert len(FORMAT) == 20
 
@@ -56,10 +85,16 @@ def per_call_us(fn: Callable[[], Any], seconds: float = 1.0) -> float:
 def step_overhead_us(seconds: float = 1.0) -> tuple[float, float]:
     """(µs per request through the step, µs per request without it), with an upstream that answers at once."""
     text = orjson.dumps(ANSWER).decode()
-    result = {"id": "x", "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                      "finish_reason": "stop"}],
-              "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}}
-    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "structured_output": {"format": FORMAT}}
+    result = {
+        "id": "x",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
+    }
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "structured_output": {"format": FORMAT},
+    }
     deployment: Any = type("D", (), {"name": "m"})()
     raw = orjson.dumps(result)
 
@@ -80,7 +115,10 @@ def step_overhead_us(seconds: float = 1.0) -> tuple[float, float]:
     n = max(2000, int(seconds * 20000))
     asyncio.run(run(500, True))
     # best of three, interleaved, so a noisy neighbour on a shared box inflates neither side alone
-    return (min(asyncio.run(run(n, True)) for _ in range(3)), min(asyncio.run(run(n, False)) for _ in range(3)))
+    return (
+        min(asyncio.run(run(n, True)) for _ in range(3)),
+        min(asyncio.run(run(n, False)) for _ in range(3)),
+    )
 
 
 def main() -> None:
@@ -88,9 +126,14 @@ def main() -> None:
     assert spec is not None
     text = orjson.dumps(ANSWER).decode()
     assert check_answer(text, spec.validator, False)[1] == [], check_answer(text, spec.validator, False)
-    rows = [("orjson.loads only (20-field answer)", per_call_us(lambda: orjson.loads(text))),
-            ("jsonschema-rs: parse + validate (the step's check)", per_call_us(lambda: check_answer(text, spec.validator, False))),
-            ("spec lookup (hot request, cached compile)", per_call_us(lambda: parse_spec({"format": FORMAT})))]
+    rows = [
+        ("orjson.loads only (20-field answer)", per_call_us(lambda: orjson.loads(text))),
+        (
+            "jsonschema-rs: parse + validate (the step's check)",
+            per_call_us(lambda: check_answer(text, spec.validator, False)),
+        ),
+        ("spec lookup (hot request, cached compile)", per_call_us(lambda: parse_spec({"format": FORMAT}))),
+    ]
     schema = orjson.loads(orjson.dumps(spec.schema))
     try:
         import fastjsonschema
@@ -103,7 +146,9 @@ def main() -> None:
         import jsonschema
 
         slow = jsonschema.Draft202012Validator(schema)
-        rows.append(("jsonschema: parse + is_valid", per_call_us(lambda: slow.is_valid(orjson.loads(text)), 0.5)))
+        rows.append(
+            ("jsonschema: parse + is_valid", per_call_us(lambda: slow.is_valid(orjson.loads(text)), 0.5))
+        )
     except ImportError:
         pass
     with_step, without = step_overhead_us()

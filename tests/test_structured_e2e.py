@@ -26,18 +26,48 @@ from tests.fakes import openai as fake_openai
 from tests.fakes.server import Recorder, serve_app
 from tests.proxy_server import RunningProxy, run_proxy, sse_events
 
-FAKES = {"openai": fake_openai, "anthropic": fake_anthropic, "bedrock": fake_bedrock, "google": fake_google,
-         "mistral": fake_mistral, "cohere": fake_cohere, "groq": fake_groq}
+FAKES = {
+    "openai": fake_openai,
+    "anthropic": fake_anthropic,
+    "bedrock": fake_bedrock,
+    "google": fake_google,
+    "mistral": fake_mistral,
+    "cohere": fake_cohere,
+    "groq": fake_groq,
+}
 # public model name -> the fake that serves it
-MODELS = {"gpt": "openai", "compat": "openai", "claude": "anthropic", "nova": "bedrock", "gemini": "google",
-          "mistral": "mistral", "command": "cohere", "llama": "groq"}
+MODELS = {
+    "gpt": "openai",
+    "compat": "openai",
+    "claude": "anthropic",
+    "nova": "bedrock",
+    "gemini": "google",
+    "mistral": "mistral",
+    "command": "cohere",
+    "llama": "groq",
+}
 
-FORMAT = {"name": "string", "age": "integer?", "skills": ["array of strings"],
-          "address": {"city": "string", "zip": "string?"}, "kind": "person|company"}
-GOOD = {"name": "Ada", "age": 36, "skills": ["math", "poetry"], "address": {"city": "London", "zip": None},
-        "kind": "person"}
-BAD = {"name": "Ada", "age": "thirty-six", "skills": ["math"], "address": {"city": "London", "zip": 5},
-       "kind": "robot"}
+FORMAT = {
+    "name": "string",
+    "age": "integer?",
+    "skills": ["array of strings"],
+    "address": {"city": "string", "zip": "string?"},
+    "kind": "person|company",
+}
+GOOD = {
+    "name": "Ada",
+    "age": 36,
+    "skills": ["math", "poetry"],
+    "address": {"city": "London", "zip": None},
+    "kind": "person",
+}
+BAD = {
+    "name": "Ada",
+    "age": "thirty-six",
+    "skills": ["math"],
+    "address": {"city": "London", "zip": 5},
+    "kind": "robot",
+}
 
 
 def _config(urls: dict[str, str]) -> str:
@@ -45,20 +75,20 @@ def _config(urls: dict[str, str]) -> str:
 server:
   api_keys: []
 providers:
-  oai: {{type: openai, api_key: sk-test, base_url: "{urls['openai']}/v1", max_retries: 0}}
-  compat: {{type: openai_compatible, base_url: "{urls['openai']}/v1", max_retries: 0}}
-  ant: {{type: anthropic, api_key: sk-ant-test, base_url: "{urls['anthropic']}", max_retries: 0}}
+  oai: {{type: openai, api_key: sk-test, base_url: "{urls["openai"]}/v1", max_retries: 0}}
+  compat: {{type: openai_compatible, base_url: "{urls["openai"]}/v1", max_retries: 0}}
+  ant: {{type: anthropic, api_key: sk-ant-test, base_url: "{urls["anthropic"]}", max_retries: 0}}
   aws:
     type: bedrock
     region: us-east-1
     aws_access_key_id: AKIDEXAMPLE
     aws_secret_access_key: secret-key-0123456789
-    base_url: "{urls['bedrock']}"
+    base_url: "{urls["bedrock"]}"
     max_retries: 0
-  gem: {{type: gemini, api_key: AIza-test, base_url: "{urls['google']}", max_retries: 0}}
-  mis: {{type: mistral, api_key: mi-test, base_url: "{urls['mistral']}", max_retries: 0}}
-  co: {{type: cohere, api_key: co-test, base_url: "{urls['cohere']}", max_retries: 0}}
-  gq: {{type: groq, api_key: gq-test, base_url: "{urls['groq']}", max_retries: 0}}
+  gem: {{type: gemini, api_key: AIza-test, base_url: "{urls["google"]}", max_retries: 0}}
+  mis: {{type: mistral, api_key: mi-test, base_url: "{urls["mistral"]}", max_retries: 0}}
+  co: {{type: cohere, api_key: co-test, base_url: "{urls["cohere"]}", max_retries: 0}}
+  gq: {{type: groq, api_key: gq-test, base_url: "{urls["groq"]}", max_retries: 0}}
   mock: {{type: mock}}
 models:
   demo: {{provider: mock, model: mock-1}}
@@ -92,8 +122,9 @@ def fakes() -> Iterator[dict[str, tuple[str, Recorder]]]:
 
 @pytest.fixture(scope="module")
 def proxy(fakes: dict[str, tuple[str, Recorder]]) -> Iterator[RunningProxy]:
-    with run_proxy(_config({name: url for name, (url, _) in fakes.items()}),
-                   env={"CO_API_URL": "http://127.0.0.1:9"}) as running:
+    with run_proxy(
+        _config({name: url for name, (url, _) in fakes.items()}), env={"CO_API_URL": "http://127.0.0.1:9"}
+    ) as running:
         yield running
 
 
@@ -119,12 +150,19 @@ def script(fakes: dict[str, tuple[str, Recorder]], model: str, *answers: Any) ->
 
 def ask(client: openai.OpenAI, model: str, structured: dict[str, Any], **extra: Any) -> Any:
     return client.chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": "Describe Ada Lovelace."}],
-        extra_body={"structured_output": structured}, **extra)
+        model=model,
+        messages=[{"role": "user", "content": "Describe Ada Lovelace."}],
+        extra_body={"structured_output": structured},
+        **extra,
+    )
 
 
 def sent_requests(recorder: Recorder, before: int) -> list[Any]:
-    return [r.body for r in recorder.requests[before:] if r.body and ("messages" in r.body or "contents" in r.body)]
+    return [
+        r.body
+        for r in recorder.requests[before:]
+        if r.body and ("messages" in r.body or "contents" in r.body)
+    ]
 
 
 @pytest.mark.parametrize("model", list(MODELS))
@@ -144,7 +182,9 @@ def test_valid_first_time(client: openai.OpenAI, fakes: dict[str, tuple[str, Rec
 
 @pytest.mark.parametrize("model", list(MODELS))
 def test_invalid_then_repaired_on_the_same_deployment(
-    client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]], model: str,
+    client: openai.OpenAI,
+    fakes: dict[str, tuple[str, Recorder]],
+    model: str,
 ) -> None:
     recorder = script(fakes, model, BAD, GOOD)
     before = len(recorder.requests)
@@ -164,20 +204,29 @@ def test_invalid_then_repaired_on_the_same_deployment(
     assert completion.usage.completion_tokens == 2 * single.usage.completion_tokens
 
 
-def test_openai_gets_native_strict_json_schema(client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]]) -> None:
+def test_openai_gets_native_strict_json_schema(
+    client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]]
+) -> None:
     recorder = script(fakes, "gpt", GOOD)
     ask(client, "gpt", {"format": FORMAT, "name": "person"})
     rf = recorder.last().body["response_format"]
-    assert rf["type"] == "json_schema" and rf["json_schema"]["name"] == "person" and rf["json_schema"]["strict"] is True
+    assert (
+        rf["type"] == "json_schema"
+        and rf["json_schema"]["name"] == "person"
+        and rf["json_schema"]["strict"] is True
+    )
     schema = rf["json_schema"]["schema"]
     assert schema["required"] == list(FORMAT) and schema["additionalProperties"] is False
     assert schema["properties"]["age"] == {"type": ["integer", "null"]}
 
 
-@pytest.mark.parametrize("model, vendor_field", [("claude", "output_config"), ("nova", "outputConfig"),
-                                                 ("gemini", "generationConfig")])
-def test_native_mapping_per_vendor(client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]], model: str,
-                                   vendor_field: str) -> None:
+@pytest.mark.parametrize(
+    "model, vendor_field",
+    [("claude", "output_config"), ("nova", "outputConfig"), ("gemini", "generationConfig")],
+)
+def test_native_mapping_per_vendor(
+    client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]], model: str, vendor_field: str
+) -> None:
     recorder = script(fakes, model, GOOD)
     ask(client, model, {"format": FORMAT})
     sent = recorder.last().body
@@ -186,13 +235,18 @@ def test_native_mapping_per_vendor(client: openai.OpenAI, fakes: dict[str, tuple
 
 @pytest.mark.parametrize("first, second", [("gpt", "claude"), ("claude", "nova"), ("gemini", "llama")])
 def test_invalid_twice_falls_back_to_the_next_model(
-    client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]], first: str, second: str,
+    client: openai.OpenAI,
+    fakes: dict[str, tuple[str, Recorder]],
+    first: str,
+    second: str,
 ) -> None:
     script(fakes, first, BAD, BAD)
     script(fakes, second, GOOD)
     raw = client.chat.completions.with_raw_response.create(
-        model=first, messages=[{"role": "user", "content": "Describe Ada."}],
-        extra_body={"structured_output": {"format": FORMAT}, "fallbacks": [second]})
+        model=first,
+        messages=[{"role": "user", "content": "Describe Ada."}],
+        extra_body={"structured_output": {"format": FORMAT}, "fallbacks": [second]},
+    )
     completion = raw.parse()
     assert completion.model == second
     assert completion.choices[0].message.parsed == GOOD  # type: ignore[attr-defined]
@@ -205,14 +259,17 @@ def _provider_name(model: str) -> str:
 
 
 def test_strategy_chain_and_upstream_failure_then_invalid(
-    client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]],
+    client: openai.OpenAI,
+    fakes: dict[str, tuple[str, Recorder]],
 ) -> None:
     # gpt-down fails upstream (the router falls through to gpt), gpt answers invalidly twice, claude repairs.
     script(fakes, "gpt", BAD, BAD)
     script(fakes, "claude", BAD, GOOD)
     raw = client.chat.completions.with_raw_response.create(
-        model="gpt-down", messages=[{"role": "user", "content": "Describe Ada."}],
-        extra_body={"structured_output": {"format": FORMAT}, "fallbacks": ["gpt", "claude"]})
+        model="gpt-down",
+        messages=[{"role": "user", "content": "Describe Ada."}],
+        extra_body={"structured_output": {"format": FORMAT}, "fallbacks": ["gpt", "claude"]},
+    )
     completion = raw.parse()
     assert completion.model == "claude" and completion.choices[0].message.parsed == GOOD  # type: ignore[attr-defined]
     assert raw.headers["x-omni-structured-repairs"] == "2"
@@ -220,13 +277,17 @@ def test_strategy_chain_and_upstream_failure_then_invalid(
     assert raw.headers["x-omni-attempts"].startswith("gpt-down=oai/fail-500:502")
 
 
-def test_invalid_everywhere_is_a_502_with_paths(client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]]) -> None:
+def test_invalid_everywhere_is_a_502_with_paths(
+    client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]]
+) -> None:
     script(fakes, "gpt", BAD, BAD)
     script(fakes, "claude", BAD, "not json at all")
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(
-            model="json-chain", messages=[{"role": "user", "content": "Describe Ada."}],
-            extra_body={"structured_output": {"format": FORMAT}})
+            model="json-chain",
+            messages=[{"role": "user", "content": "Describe Ada."}],
+            extra_body={"structured_output": {"format": FORMAT}},
+        )
     error = caught.value
     assert error.status_code == 502
     body = error.response.json()["error"]
@@ -236,7 +297,9 @@ def test_invalid_everywhere_is_a_502_with_paths(client: openai.OpenAI, fakes: di
 
 
 def test_invalid_output_does_not_count_against_health(
-    client: openai.OpenAI, proxy: RunningProxy, fakes: dict[str, tuple[str, Recorder]],
+    client: openai.OpenAI,
+    proxy: RunningProxy,
+    fakes: dict[str, tuple[str, Recorder]],
 ) -> None:
     for _ in range(6):  # more than any circuit-breaker threshold
         script(fakes, "mistral", BAD)
@@ -249,7 +312,8 @@ def test_invalid_output_does_not_count_against_health(
 
 
 def test_repairs_are_pinned_to_the_deployment_that_answered(
-    client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]],
+    client: openai.OpenAI,
+    fakes: dict[str, tuple[str, Recorder]],
 ) -> None:
     oai, groq = fakes["openai"][1], fakes["groq"][1]
     for _ in range(4):  # round-robin alternates the first deployment; the repair follows whichever answered
@@ -298,19 +362,29 @@ def test_method_tool(client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder
 
 
 # How each vendor's wire format carries a tool result.
-TOOL_RESULT_MARK = {"openai": '"role":"tool"', "groq": '"role":"tool"', "mistral": '"role":"tool"',
-                    "cohere": '"role":"tool"', "anthropic": '"tool_result"', "bedrock": '"toolResult"',
-                    "google": '"functionResponse"'}
+TOOL_RESULT_MARK = {
+    "openai": '"role":"tool"',
+    "groq": '"role":"tool"',
+    "mistral": '"role":"tool"',
+    "cohere": '"role":"tool"',
+    "anthropic": '"tool_result"',
+    "bedrock": '"toolResult"',
+    "google": '"functionResponse"',
+}
 
 
 def test_method_tool_keeps_client_tools_and_passes_their_calls_through(
-    client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]],
+    client: openai.OpenAI,
+    fakes: dict[str, tuple[str, Recorder]],
 ) -> None:
     recorder = fakes["openai"][1]
     weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
     completion = client.chat.completions.create(
-        model="gpt-tools", messages=[{"role": "user", "content": "hi"}], tools=[weather],
-        extra_body={"structured_output": {"format": FORMAT, "method": "tool"}})
+        model="gpt-tools",
+        messages=[{"role": "user", "content": "hi"}],
+        tools=[weather],
+        extra_body={"structured_output": {"format": FORMAT, "method": "tool"}},
+    )
     sent = recorder.last().body
     assert [t["function"]["name"] for t in sent["tools"]] == ["get_weather", "output"]
     assert sent["tool_choice"] == "required"  # any tool: the client's stay callable
@@ -338,7 +412,8 @@ def test_json_mode_sends_json_object(client: openai.OpenAI, fakes: dict[str, tup
 
 
 def test_top_level_array_is_wrapped_upstream_and_unwrapped(
-    client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]],
+    client: openai.OpenAI,
+    fakes: dict[str, tuple[str, Recorder]],
 ) -> None:
     people = [{"name": "Ada", "born": 1815}, {"name": "Alan", "born": 1912}]
     recorder = script(fakes, "claude", {"items": people})
@@ -350,7 +425,8 @@ def test_top_level_array_is_wrapped_upstream_and_unwrapped(
 
 
 def test_strict_false_only_parses_and_typed_dict_alias(
-    client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]],
+    client: openai.OpenAI,
+    fakes: dict[str, tuple[str, Recorder]],
 ) -> None:
     script(fakes, "gpt", BAD)
     message = ask(client, "gpt", {"format": FORMAT, "strict": False}).parse().choices[0].message
@@ -364,7 +440,9 @@ def test_strict_false_only_parses_and_typed_dict_alias(
     assert raw.headers["x-omni-structured-repairs"] == "1"
 
 
-def test_pydantic_alias_and_json_schema_input(client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]]) -> None:
+def test_pydantic_alias_and_json_schema_input(
+    client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]]
+) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}, "required": ["n"]}
     script(fakes, "llama", {"n": 0}, {"n": 2})
     raw = ask(client, "llama", {"schema": schema, "method": "pydantic"})
@@ -372,24 +450,40 @@ def test_pydantic_alias_and_json_schema_input(client: openai.OpenAI, fakes: dict
     assert raw.headers["x-omni-structured-repairs"] == "1"
 
 
-def test_enabled_false_is_a_plain_request(client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]]) -> None:
+def test_enabled_false_is_a_plain_request(
+    client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]]
+) -> None:
     recorder = fakes["openai"][1]
     raw = ask(client, "gpt", {"format": FORMAT, "enabled": False})
     assert raw.parse().choices[0].message.content == "echo: Describe Ada Lovelace."
     assert "x-omni-structured-repairs" not in raw.headers and "response_format" not in recorder.last().body
 
 
-@pytest.mark.parametrize("structured, param", [
-    ({"format": {"name": "string", "address": {"zip": "zipcode"}}}, "structured_output.format.address.zip"),
-    ({"format": {"tags": ["string", "integer"]}}, "structured_output.format.tags"),
-    ({"format": {"a": "x"}, "schema": {"type": "object"}}, "structured_output"),
-    ({"schema": {"type": "objekt"}}, "structured_output.schema.type"),
-    ({"format": {"a": "string"}, "max_repairs": 4}, "structured_output.max_repairs"),
-    ({"format": {"a": "string"}, "method": "xml"}, "structured_output.method"),
-])
-def test_bad_field_is_a_400_naming_its_path(proxy: RunningProxy, structured: dict[str, Any], param: str) -> None:
-    response = httpx.post(proxy.v1 + "/chat/completions", json={
-        "model": "gpt", "messages": [{"role": "user", "content": "x"}], "structured_output": structured})
+@pytest.mark.parametrize(
+    "structured, param",
+    [
+        (
+            {"format": {"name": "string", "address": {"zip": "zipcode"}}},
+            "structured_output.format.address.zip",
+        ),
+        ({"format": {"tags": ["string", "integer"]}}, "structured_output.format.tags"),
+        ({"format": {"a": "x"}, "schema": {"type": "object"}}, "structured_output"),
+        ({"schema": {"type": "objekt"}}, "structured_output.schema.type"),
+        ({"format": {"a": "string"}, "max_repairs": 4}, "structured_output.max_repairs"),
+        ({"format": {"a": "string"}, "method": "xml"}, "structured_output.method"),
+    ],
+)
+def test_bad_field_is_a_400_naming_its_path(
+    proxy: RunningProxy, structured: dict[str, Any], param: str
+) -> None:
+    response = httpx.post(
+        proxy.v1 + "/chat/completions",
+        json={
+            "model": "gpt",
+            "messages": [{"role": "user", "content": "x"}],
+            "structured_output": structured,
+        },
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["param"] == param and error["type"] == "invalid_request_error"
@@ -397,10 +491,20 @@ def test_bad_field_is_a_400_naming_its_path(proxy: RunningProxy, structured: dic
 
 # -- streams --------------------------------------------------------------------------------------------
 
-def _stream(proxy: RunningProxy, model: str, structured: dict[str, Any]) -> tuple[httpx.Response, list[bytes]]:
-    with httpx.stream("POST", proxy.v1 + "/chat/completions", json={
-        "model": model, "messages": [{"role": "user", "content": "Describe Ada."}], "stream": True,
-        "structured_output": structured}) as response:
+
+def _stream(
+    proxy: RunningProxy, model: str, structured: dict[str, Any]
+) -> tuple[httpx.Response, list[bytes]]:
+    with httpx.stream(
+        "POST",
+        proxy.v1 + "/chat/completions",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": "Describe Ada."}],
+            "stream": True,
+            "structured_output": structured,
+        },
+    ) as response:
         return response, sse_events(response)
 
 
@@ -419,8 +523,9 @@ def test_stream_valid(proxy: RunningProxy, fakes: dict[str, tuple[str, Recorder]
 
 
 @pytest.mark.parametrize("model", ["gpt", "claude", "gemini"])
-def test_stream_invalid_ends_with_an_error_event(proxy: RunningProxy, fakes: dict[str, tuple[str, Recorder]],
-                                                  model: str) -> None:
+def test_stream_invalid_ends_with_an_error_event(
+    proxy: RunningProxy, fakes: dict[str, tuple[str, Recorder]], model: str
+) -> None:
     script(fakes, model, BAD)
     response, events = _stream(proxy, model, {"format": FORMAT})
     assert response.status_code == 200 and events[-1] != b"[DONE]"
@@ -431,12 +536,20 @@ def test_stream_invalid_ends_with_an_error_event(proxy: RunningProxy, fakes: dic
 
 def test_stream_with_the_sdk(client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]]) -> None:
     script(fakes, "gpt", GOOD)
-    stream = client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}], stream=True,
-                                            extra_body={"structured_output": {"format": FORMAT}})
+    stream = client.chat.completions.create(
+        model="gpt",
+        messages=[{"role": "user", "content": "x"}],
+        stream=True,
+        extra_body={"structured_output": {"format": FORMAT}},
+    )
     assert orjson.loads("".join(c.choices[0].delta.content or "" for c in stream if c.choices)) == GOOD
     script(fakes, "gpt", BAD)
-    stream = client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}], stream=True,
-                                            extra_body={"structured_output": {"format": FORMAT}})
+    stream = client.chat.completions.create(
+        model="gpt",
+        messages=[{"role": "user", "content": "x"}],
+        stream=True,
+        extra_body={"structured_output": {"format": FORMAT}},
+    )
     with pytest.raises(openai.APIError, match="structured_output"):
         for _ in stream:
             pass
@@ -444,50 +557,72 @@ def test_stream_with_the_sdk(client: openai.OpenAI, fakes: dict[str, tuple[str, 
 
 @pytest.mark.parametrize("model", list(MODELS))
 def test_stream_method_tool_streams_arguments_as_content(
-    proxy: RunningProxy, fakes: dict[str, tuple[str, Recorder]], model: str,
+    proxy: RunningProxy,
+    fakes: dict[str, tuple[str, Recorder]],
+    model: str,
 ) -> None:
     script(fakes, model, GOOD)
     response, events = _stream(proxy, model, {"format": FORMAT, "method": "tool"})
-    assert events[-1] == b"[DONE]"
+    assert response.status_code == 200 and events[-1] == b"[DONE]"
     chunks = [orjson.loads(e) for e in events[:-1]]
     assert orjson.loads(_content(events)) == GOOD
     assert not any(c["choices"][0]["delta"].get("tool_calls") for c in chunks if c["choices"])
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
 
 
-def test_stream_top_level_array_unwrapped(proxy: RunningProxy, fakes: dict[str, tuple[str, Recorder]]) -> None:
+def test_stream_top_level_array_unwrapped(
+    proxy: RunningProxy, fakes: dict[str, tuple[str, Recorder]]
+) -> None:
     people = [{"name": "Ada"}, {"name": "Alan"}]
     script(fakes, "gpt", orjson.dumps({"items": people}, option=orjson.OPT_INDENT_2).decode())
     response, events = _stream(proxy, "gpt", {"format": [{"name": "string"}]})
-    assert events[-1] == b"[DONE]" and orjson.loads(_content(events)) == people
+    assert response.status_code == 200 and events[-1] == b"[DONE]"
+    assert orjson.loads(_content(events)) == people
 
 
 @pytest.mark.parametrize("method", ["json_schema", "tool", "json_mode"])
 @pytest.mark.parametrize("stream", [False, True])
 def test_the_demo_model_answers_every_method(client: openai.OpenAI, method: str, stream: bool) -> None:
-    structured = {"format": {"name": "string", "kind": "person|company", "jobs": [{"title": "string"}]},
-                  "method": method}
+    structured = {
+        "format": {"name": "string", "kind": "person|company", "jobs": [{"title": "string"}]},
+        "method": method,
+    }
     if stream:
-        chunks = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "Ada"}],
-                                                stream=True, extra_body={"structured_output": structured})
+        chunks = client.chat.completions.create(
+            model="demo",
+            messages=[{"role": "user", "content": "Ada"}],
+            stream=True,
+            extra_body={"structured_output": structured},
+        )
         value = orjson.loads("".join(c.choices[0].delta.content or "" for c in chunks if c.choices))
     else:
-        value = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "Ada"}],
-                                               extra_body={"structured_output": structured}).choices[0].message.parsed  # type: ignore[attr-defined]
+        value = (
+            client.chat.completions.create(
+                model="demo",
+                messages=[{"role": "user", "content": "Ada"}],
+                extra_body={"structured_output": structured},
+            )
+            .choices[0]
+            .message.parsed
+        )  # type: ignore[attr-defined]
     assert set(value) == {"name", "kind", "jobs"} and value["kind"] in ("person", "company")
 
 
 # -- pass-through ---------------------------------------------------------------------------------------
+
 
 class Person(BaseModel):
     name: str
     age: int
 
 
-def test_sdk_parse_with_pydantic_stays_a_pass_through(client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]]) -> None:
+def test_sdk_parse_with_pydantic_stays_a_pass_through(
+    client: openai.OpenAI, fakes: dict[str, tuple[str, Recorder]]
+) -> None:
     recorder = script(fakes, "gpt", {"name": "Ada", "age": 36})
     raw = client.chat.completions.with_raw_response.parse(
-        model="gpt", messages=[{"role": "user", "content": "Ada?"}], response_format=Person)
+        model="gpt", messages=[{"role": "user", "content": "Ada?"}], response_format=Person
+    )
     parsed = raw.parse().choices[0].message.parsed
     assert parsed == Person(name="Ada", age=36)
     sent = recorder.last().body["response_format"]

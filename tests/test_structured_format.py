@@ -11,41 +11,59 @@ from proxy.structured.format import format_to_schema, is_closed
 
 
 def obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    return {"type": "object", "properties": props, "required": list(props) if required is None else required,
-            "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(props) if required is None else required,
+        "additionalProperties": False,
+    }
 
 
 S, I = {"type": "string"}, {"type": "integer"}
 
 CASES = [
     ({"a": "string"}, obj({"a": S})),
-    ({"a": "number", "b": "integer", "c": "boolean", "d": "null"},
-     obj({"a": {"type": "number"}, "b": I, "c": {"type": "boolean"}, "d": {"type": "null"}})),
+    (
+        {"a": "number", "b": "integer", "c": "boolean", "d": "null"},
+        obj({"a": {"type": "number"}, "b": I, "c": {"type": "boolean"}, "d": {"type": "null"}}),
+    ),
     ({"a": "object", "b": "array"}, obj({"a": {"type": "object"}, "b": {"type": "array"}})),
     ({"age": "integer?"}, obj({"age": {"type": ["integer", "null"]}})),
     ({"a": " string ? "}, obj({"a": {"type": ["string", "null"]}})),
     ({"n": "null?"}, obj({"n": {"type": "null"}})),
     ({"kind": "person|company"}, obj({"kind": {"type": "string", "enum": ["person", "company"]}})),
     ({"k": "a|b|c?"}, obj({"k": {"type": ["string", "null"], "enum": ["a", "b", "c", None]}})),
-    ({"k": "string|null"}, obj({"k": {"type": "string", "enum": ["string", "null"]}})),  # bare words, not types
+    (
+        {"k": "string|null"},
+        obj({"k": {"type": "string", "enum": ["string", "null"]}}),
+    ),  # bare words, not types
     ({"k": "v1.0|v2-beta"}, obj({"k": {"type": "string", "enum": ["v1.0", "v2-beta"]}})),
     ({"t": "array of string"}, obj({"t": {"type": "array", "items": S}})),
     ({"t": "array of strings"}, obj({"t": {"type": "array", "items": S}})),
     ({"t": "array of integers?"}, obj({"t": {"type": ["array", "null"], "items": I}})),
     ({"t": "array of objects"}, obj({"t": {"type": "array", "items": {"type": "object"}}})),
-    ({"t": "array of array of numbers"}, obj({"t": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}})),
-    ({"t": "array of red|green"}, obj({"t": {"type": "array", "items": {"type": "string", "enum": ["red", "green"]}}})),
+    (
+        {"t": "array of array of numbers"},
+        obj({"t": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}),
+    ),
+    (
+        {"t": "array of red|green"},
+        obj({"t": {"type": "array", "items": {"type": "string", "enum": ["red", "green"]}}}),
+    ),
     ({"t": ["string"]}, obj({"t": {"type": "array", "items": S}})),
     ({"t": ["integer?"]}, obj({"t": {"type": "array", "items": {"type": ["integer", "null"]}}})),
     ({"t": ["array of strings"]}, obj({"t": {"type": "array", "items": S}})),
     ({"t": ["array"]}, obj({"t": {"type": "array"}})),
     ({"t": [["string"]]}, obj({"t": {"type": "array", "items": {"type": "array", "items": S}}})),
     ({"t": [{"x": "integer"}]}, obj({"t": {"type": "array", "items": obj({"x": I})}})),
-    ({"address": {"city": "string", "zip": "string?"}},
-     obj({"address": obj({"city": S, "zip": {"type": ["string", "null"]}})})),
+    (
+        {"address": {"city": "string", "zip": "string?"}},
+        obj({"address": obj({"city": S, "zip": {"type": ["string", "null"]}})}),
+    ),
     ([{"name": "string"}], {"type": "array", "items": obj({"name": S})}),
     (["string"], {"type": "array", "items": S}),
     (["array of integers"], {"type": "array", "items": I}),
+    ("array of strings", {"type": "array", "items": S}),
 ]
 
 
@@ -71,6 +89,8 @@ def test_validation_schema_lets_optional_keys_be_left_out() -> None:
 
 BAD = [
     ("string", "structured_output.format"),
+    ("array of strings?", "structured_output.format"),
+    ("person|company", "structured_output.format"),
     (5, "structured_output.format"),
     (None, "structured_output.format"),
     ({}, "structured_output.format"),
@@ -113,14 +133,24 @@ def test_bad_format_names_its_path(fmt: Any, param: str) -> None:
     assert caught.value.message.startswith(param)
 
 
-@pytest.mark.parametrize("schema, closed", [
-    (format_to_schema({"a": "string", "b": [{"c": "integer?"}]}), True),
-    (format_to_schema({"a": "object"}), False),
-    (format_to_schema({"a": ["array"]}), False),
-    ({"type": "object", "properties": {"a": S}}, False),
-    ({"type": "object", "properties": {"a": S}, "required": ["a"], "additionalProperties": False}, True),
-    ({"type": "object", "properties": {"enum": {"type": "string", "enum": [{"type": "object"}]}},
-      "required": ["enum"], "additionalProperties": False}, True),
-])
+@pytest.mark.parametrize(
+    "schema, closed",
+    [
+        (format_to_schema({"a": "string", "b": [{"c": "integer?"}]}), True),
+        (format_to_schema({"a": "object"}), False),
+        (format_to_schema({"a": ["array"]}), False),
+        ({"type": "object", "properties": {"a": S}}, False),
+        ({"type": "object", "properties": {"a": S}, "required": ["a"], "additionalProperties": False}, True),
+        (
+            {
+                "type": "object",
+                "properties": {"enum": {"type": "string", "enum": [{"type": "object"}]}},
+                "required": ["enum"],
+                "additionalProperties": False,
+            },
+            True,
+        ),
+    ],
+)
 def test_is_closed(schema: dict[str, Any], closed: bool) -> None:
     assert is_closed(schema) is closed

@@ -30,19 +30,30 @@ _ARRAY_OF = re.compile(r"array\s+of\s+(.+)")
 ITEMS_KEY = "items"  # the key a top-level array is wrapped under upstream
 
 
-def format_to_schema(fmt: Any, path: str = "structured_output.format", *, for_validation: bool = False) -> JSON:
+def format_to_schema(
+    fmt: Any, path: str = "structured_output.format", *, for_validation: bool = False
+) -> JSON:
     """The JSON Schema of a simple-format root (an object, or a top-level array — not wrapped here)."""
     if isinstance(fmt, dict | list):
         return _node(fmt, path, for_validation)
+    root = fmt.strip() if isinstance(fmt, str) else ""
+    if _ARRAY_OF.fullmatch(root) and not root.endswith("?"):  # "array of T" as the root: a top-level array
+        return _type_string(root, path)
     raise InvalidRequest(
-        "structured_output.format must be an object (or a one-item array for a top-level array), "
-        f"got {_kind(fmt)}", param=path)
+        f'{path} must be an object, a one-item array or "array of T" (answers have an object or array root), '
+        f"got {_kind(fmt) if not isinstance(fmt, str) else repr(fmt)}",
+        param=path,
+    )
 
 
 def wrap_array_root(schema: JSON) -> JSON:
     """Vendors require an object root: a top-level array goes upstream as `{"items": [...]}`."""
-    return {"type": "object", "properties": {ITEMS_KEY: schema}, "required": [ITEMS_KEY],
-            "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {ITEMS_KEY: schema},
+        "required": [ITEMS_KEY],
+        "additionalProperties": False,
+    }
 
 
 def is_array_root(schema: JSON) -> bool:
@@ -82,8 +93,10 @@ def _node(value: Any, path: str, for_validation: bool) -> JSON:
     if isinstance(value, list):
         if len(value) != 1:
             raise InvalidRequest(
-                f"{path}: an array is written with exactly one item type, e.g. [\"string\"] or [{{...}}], "
-                f"got {len(value)} items", param=path)
+                f'{path}: an array is written with exactly one item type, e.g. ["string"] or [{{...}}], '
+                f"got {len(value)} items",
+                param=path,
+            )
         item = value[0]
         if isinstance(item, str):
             spec = item.strip()
@@ -92,13 +105,16 @@ def _node(value: Any, path: str, for_validation: bool) -> JSON:
             if _ARRAY_OF.fullmatch(spec):  # ["array of T"] is the same as "array of T"
                 return _type_string(spec, f"{path}[0]")
         return {"type": "array", "items": _node(item, f"{path}[0]", for_validation)}
-    raise InvalidRequest(f"{path}: expected a type name, an object or a one-item array, got {_kind(value)}",
-                         param=path)
+    raise InvalidRequest(
+        f"{path}: expected a type name, an object or a one-item array, got {_kind(value)}", param=path
+    )
 
 
 def _object(fields: JSON, path: str, for_validation: bool) -> JSON:
     if not fields:
-        raise InvalidRequest(f"{path}: an object needs at least one key (use \"object\" for any object)", param=path)
+        raise InvalidRequest(
+            f'{path}: an object needs at least one key (use "object" for any object)', param=path
+        )
     properties: JSON = {}
     required: list[str] = []
     for key, value in fields.items():
@@ -141,7 +157,9 @@ def _base_type(spec: str, text: str, path: str) -> JSON:
         return {"type": "array", "items": _base_type(item, text, path)}
     raise InvalidRequest(
         f"{path}: unknown type {text!r} (expected one of {', '.join(sorted(TYPE_NAMES))}, "
-        "optionally ending in '?', 'a|b|c' for an enum, or 'array of T')", param=path)
+        "optionally ending in '?', 'a|b|c' for an enum, or 'array of T')",
+        param=path,
+    )
 
 
 def _nullable(schema: JSON) -> JSON:
@@ -157,5 +175,11 @@ def _nullable(schema: JSON) -> JSON:
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
-            dict: "an object"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)

@@ -63,8 +63,9 @@ def _compiled_spec(raw: bytes) -> Spec:
     value: JSON = orjson.loads(raw)
     unknown = [k for k in value if k not in KEYS]
     if unknown:
-        raise InvalidRequest(f"{FIELD}.{unknown[0]}: unknown field (expected {', '.join(KEYS)})",
-                             param=f"{FIELD}.{unknown[0]}")
+        raise InvalidRequest(
+            f"{FIELD}.{unknown[0]}: unknown field (expected {', '.join(KEYS)})", param=f"{FIELD}.{unknown[0]}"
+        )
     name = value.get("name", "output")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidRequest(f"{FIELD}.name must be 1-64 letters, digits, '_' or '-'", param=f"{FIELD}.name")
@@ -77,22 +78,33 @@ def _compiled_spec(raw: bytes) -> Spec:
         raise InvalidRequest(f"{FIELD}.strict must be a boolean", param=f"{FIELD}.strict")
     repairs = value.get("max_repairs", 1)
     if not isinstance(repairs, int) or isinstance(repairs, bool) or not 0 <= repairs <= MAX_REPAIRS:
-        raise InvalidRequest(f"{FIELD}.max_repairs must be an integer from 0 to {MAX_REPAIRS}",
-                             param=f"{FIELD}.max_repairs")
+        raise InvalidRequest(
+            f"{FIELD}.max_repairs must be an integer from 0 to {MAX_REPAIRS}", param=f"{FIELD}.max_repairs"
+        )
     upstream, checked = _schemas(value)
     wrapped = is_array_root(upstream)
     if wrapped:
         upstream, checked = _wrap(upstream), _wrap(checked)
-    return Spec(name, method, strict, repairs, upstream, wrapped, is_closed(upstream),
-                validator_for(checked) if strict else None)
+    return Spec(
+        name,
+        method,
+        strict,
+        repairs,
+        upstream,
+        wrapped,
+        is_closed(upstream),
+        validator_for(checked) if strict else None,
+    )
 
 
 def _schemas(value: JSON) -> tuple[JSON, JSON]:
     """(the schema sent upstream, the schema the answer is validated against)."""
     has_format, has_schema = value.get("format") is not None, value.get("schema") is not None
     if has_format == has_schema:
-        raise InvalidRequest(f"{FIELD} needs exactly one of 'format' (the simple format) or 'schema' (JSON Schema)",
-                             param=FIELD)
+        raise InvalidRequest(
+            f"{FIELD} needs exactly one of 'format' (the simple format) or 'schema' (JSON Schema)",
+            param=FIELD,
+        )
     if has_format:
         fmt = value["format"]
         return format_to_schema(fmt), format_to_schema(fmt, for_validation=True)

@@ -26,6 +26,7 @@ import orjson
 
 from proxy.errors import InvalidRequest, ProxyError, StructuredOutputInvalid
 from proxy.pipeline import ChatCall, Complete, OpenStream, add_usage
+from proxy.routing import Link
 from proxy.structured.format import ITEMS_KEY
 from proxy.structured.spec import Spec, parse_spec
 from proxy.structured.streaming import structured_stream
@@ -53,8 +54,10 @@ def build(gateway: Gateway, value: Any, body: JSON) -> StructuredStep | None:
     if body.get("n") not in (None, 1):
         raise InvalidRequest("structured_output answers one choice: n must be 1", param="n")
     if spec.method == "tool" and any(_tool_name(t) == spec.name for t in body.get("tools") or []):
-        raise InvalidRequest(f"structured_output.name {spec.name!r} is also the name of one of the request's tools",
-                             param="structured_output.name")
+        raise InvalidRequest(
+            f"structured_output.name {spec.name!r} is also the name of one of the request's tools",
+            param="structured_output.name",
+        )
     return StructuredStep(spec)
 
 
@@ -62,20 +65,30 @@ def to_structured_request(body: JSON, spec: Spec) -> JSON:
     """The request as sent for `spec.method` (a new dict; the client's body is left as it was)."""
     out = dict(body)
     if spec.method == "json_schema":
-        out["response_format"] = {"type": "json_schema", "json_schema": {
-            "name": spec.name, "schema": spec.schema, "strict": spec.strict and spec.closed}}
+        out["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": spec.name, "schema": spec.schema, "strict": spec.strict and spec.closed},
+        }
     elif spec.method == "json_mode":
         out["response_format"] = {"type": "json_object"}
         messages = list(body["messages"])
-        at = next((i for i, m in enumerate(messages) if m.get("role") not in ("system", "developer")), len(messages))
+        at = next(
+            (i for i, m in enumerate(messages) if m.get("role") not in ("system", "developer")), len(messages)
+        )
         text = JSON_MODE_INSTRUCTION + orjson.dumps(spec.schema).decode()
         messages.insert(at, {"role": "system", "content": text})
         out["messages"] = messages
     else:
         out.pop("response_format", None)
-        tool = {"type": "function", "function": {
-            "name": spec.name, "description": "Give the answer as this function's arguments.",
-            "parameters": spec.schema, "strict": spec.strict and spec.closed}}
+        tool = {
+            "type": "function",
+            "function": {
+                "name": spec.name,
+                "description": "Give the answer as this function's arguments.",
+                "parameters": spec.schema,
+                "strict": spec.strict and spec.closed,
+            },
+        }
         others = list(body.get("tools") or [])
         out["tools"] = [*others, tool]
         out["tool_choice"] = "required" if others else {"type": "function", "function": {"name": spec.name}}
@@ -103,7 +116,7 @@ class StructuredStep:
                 failures.append(f"later models failed: {error.message}")
                 break
             at = _served_link(chain, start, served)
-            pinned = [(chain[at][0], (served.deployment,))]
+            pinned: list[Link] = [(chain[at][0], (served.deployment,))]
             messages = body["messages"]
             for round_ in range(spec.max_repairs + 1):
                 usage = add_usage(usage, served.result.get("usage"))
@@ -123,13 +136,17 @@ class StructuredStep:
                 try:
                     served = await nxt(replace(call, body={**body, "messages": messages}, chain=pinned))
                 except ProxyError as error:
-                    failures.append(f"{served.deployment.name}: " + "; ".join(errors)
-                                    + f" (repair failed: {error.message})")
+                    failures.append(
+                        f"{served.deployment.name}: "
+                        + "; ".join(errors)
+                        + f" (repair failed: {error.message})"
+                    )
                     break
             start = at + 1
         raise StructuredOutputInvalid(
             f"no model produced output valid against the structured_output schema (repairs: {repairs}): "
-            + " | ".join(failures))
+            + " | ".join(failures)
+        )
 
     async def stream(self, call: ChatCall, nxt: OpenStream) -> Served[Stream]:
         served = await nxt(replace(call, body=to_structured_request(call.body, self.spec)))
@@ -177,18 +194,39 @@ class StructuredStep:
         """The bad answer and what is wrong with it, as a follow-up turn to the same deployment."""
         message = (result.get("choices") or [{}])[0].get("message") or {}
         listed = "\n".join(f"- {e}" for e in errors)
-        ours = [c for c in message.get("tool_calls") or [] if (c.get("function") or {}).get("name") == self.spec.name]
+        ours = [
+            c
+            for c in message.get("tool_calls") or []
+            if (c.get("function") or {}).get("name") == self.spec.name
+        ]
         if self.spec.method == "tool" and ours:
-            call = {"id": ours[0].get("id") or "call_structured", "type": "function", "function": ours[0]["function"]}
-            return [{"role": "assistant", "content": None, "tool_calls": [call]},
-                    {"role": "tool", "tool_call_id": call["id"],
-                     "content": REPAIR_TOOL.format(errors=listed, name=self.spec.name)}]
+            call = {
+                "id": ours[0].get("id") or "call_structured",
+                "type": "function",
+                "function": ours[0]["function"],
+            }
+            return [
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {
+                    "role": "tool",
+                    "tool_call_id": call["id"],
+                    "content": REPAIR_TOOL.format(errors=listed, name=self.spec.name),
+                },
+            ]
         answer = message.get("content") or ""
-        return [{"role": "assistant", "content": answer if answer.strip() else "(no answer)"},
-                {"role": "user", "content": REPAIR_TEXT.format(errors=listed)}]
+        return [
+            {"role": "assistant", "content": answer if answer.strip() else "(no answer)"},
+            {"role": "user", "content": REPAIR_TEXT.format(errors=listed)},
+        ]
 
-    def _decorated(self, call: ChatCall, served: Served[JSON], usage: JSON | None, attempts: list[str],
-                   repairs: int | None) -> Served[JSON]:
+    def _decorated(
+        self,
+        call: ChatCall,
+        served: Served[JSON],
+        usage: JSON | None,
+        attempts: list[str],
+        repairs: int | None,
+    ) -> Served[JSON]:
         if usage is not None:
             served.result["usage"] = usage
         served.attempts = attempts

@@ -42,7 +42,7 @@ class ArrayUnwrapper:
             self.head += piece
             match = _PREFIX.match(self.head)
             if match and match.end() < len(self.head):
-                piece, self.head = self.head[match.end():], None
+                piece, self.head = self.head[match.end() :], None
             elif _could_be_prefix(self.head):
                 return ""
             else:
@@ -64,7 +64,7 @@ class ArrayUnwrapper:
 def _could_be_prefix(text: str) -> bool:
     target = '{"items":'
     compact = re.sub(r"\s+", "", text)
-    return target.startswith(compact) or (compact.startswith(target) and not compact[len(target):])
+    return target.startswith(compact) or (compact.startswith(target) and not compact[len(target) :])
 
 
 class StructuredStream:
@@ -82,9 +82,17 @@ class StructuredStream:
             delta = choice.get("delta")
             if delta is not None:
                 self._delta(delta)
-            if choice.get("finish_reason") == "tool_calls" and self.our_index is not None and not self.other_tools:
+            if (
+                choice.get("finish_reason") == "tool_calls"
+                and self.our_index is not None
+                and not self.other_tools
+            ):
                 choice["finish_reason"] = "stop"
-            if choice.get("finish_reason") is not None and self.unwrapper is not None and not self.other_tools:
+            if (
+                choice.get("finish_reason") is not None
+                and self.unwrapper is not None
+                and not self.other_tools
+            ):
                 tail = self.unwrapper.close()
                 if tail and delta is not None:
                     delta["content"] = (delta.get("content") or "") + tail
@@ -126,10 +134,13 @@ class StructuredStream:
         _, errors = check_answer("".join(self.text), self.spec.validator, self.spec.wrapped)
         if errors:
             raise StructuredOutputInvalid(
-                "the streamed answer is not valid against the structured_output schema: " + "; ".join(errors))
+                "the streamed answer is not valid against the structured_output schema: " + "; ".join(errors)
+            )
 
 
-def structured_stream(spec: Spec, first: list[JSON], rest: AsyncIterator[Any]) -> tuple[list[JSON], AsyncIterator[Any]]:
+def structured_stream(
+    spec: Spec, first: list[JSON], rest: AsyncIterator[Any]
+) -> tuple[list[JSON], AsyncIterator[Any]]:
     """The stream's first chunks and the rest, rewritten per `spec` and checked when the upstream ends."""
     state = StructuredStream(spec)
     first = [state.chunk(c) for c in first]

@@ -46,7 +46,9 @@ def check_schema(schema: Any, param: str) -> None:
         validator_for(schema)
     except jsonschema_rs.ValidationError as exc:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.instance_path)
-        raise InvalidRequest(f"{param}{where}: invalid JSON Schema: {exc.message}", param=param + where) from None
+        raise InvalidRequest(
+            f"{param}{where}: invalid JSON Schema: {exc.message}", param=param + where
+        ) from None
     except (jsonschema_rs.ReferencingError, ValueError) as exc:
         raise InvalidRequest(f"{param}: invalid JSON Schema: {exc}", param=param) from None
 
