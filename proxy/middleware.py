@@ -56,7 +56,7 @@ def error_headers(error: ProxyError) -> list[tuple[bytes, bytes]]:
 
 
 _EXPOSE = b"x-request-id, x-omni-provider, x-omni-upstream-model, x-omni-latency-ms, x-omni-cost-usd, " \
-          b"x-omni-dropped-params, x-omni-attempts, x-omni-route-reason"
+          b"x-omni-dropped-params, x-omni-attempts, x-omni-route-reason, x-omni-structured-repairs"
 _PREFLIGHT_MAX_AGE = b"600"
 
 

@@ -180,6 +180,23 @@ def test_valid_first_time(client: openai.OpenAI, fakes: dict[str, tuple[str, Rec
     assert "structured_output" not in orjson.dumps(recorder.requests[-1].body).decode()
 
 
+def test_browser_clients_may_read_the_repairs_header(
+    proxy: RunningProxy, fakes: dict[str, tuple[str, Recorder]]
+) -> None:
+    script(fakes, "gpt", GOOD)
+    response = httpx.post(
+        proxy.v1 + "/chat/completions",
+        headers={"origin": "https://app.example"},
+        json={
+            "model": "gpt",
+            "messages": [{"role": "user", "content": "x"}],
+            "structured_output": {"format": FORMAT},
+        },
+    )
+    assert response.headers["x-omni-structured-repairs"] == "0"
+    assert "x-omni-structured-repairs" in response.headers["access-control-expose-headers"]
+
+
 @pytest.mark.parametrize("model", list(MODELS))
 def test_invalid_then_repaired_on_the_same_deployment(
     client: openai.OpenAI,
