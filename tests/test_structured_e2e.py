@@ -313,6 +313,29 @@ def test_invalid_everywhere_is_a_502_with_paths(
         assert fragment in body["message"]
 
 
+def _tokens(proxy: RunningProxy, model: str) -> float:
+    prefix = f'omni_tokens_total{{kind="completion",model="{model}",'
+    lines = [line for line in httpx.get(proxy.url + "/metrics").text.splitlines() if line.startswith(prefix)]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
+def test_tokens_of_invalid_answers_are_accounted(
+    proxy: RunningProxy, fakes: dict[str, tuple[str, Recorder]]
+) -> None:
+    before = _tokens(proxy, "llama")
+    script(fakes, "llama", BAD, BAD)
+    response = httpx.post(
+        proxy.v1 + "/chat/completions",
+        json={
+            "model": "llama",
+            "messages": [{"role": "user", "content": "x"}],
+            "structured_output": {"format": FORMAT},
+        },
+    )
+    assert response.status_code == 502
+    assert _tokens(proxy, "llama") - before == 2 * fake_groq.USAGE["completion_tokens"]
+
+
 def test_invalid_output_does_not_count_against_health(
     client: openai.OpenAI,
     proxy: RunningProxy,

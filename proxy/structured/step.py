@@ -58,7 +58,7 @@ def build(gateway: Gateway, value: Any, body: JSON) -> StructuredStep | None:
             f"structured_output.name {spec.name!r} is also the name of one of the request's tools",
             param="structured_output.name",
         )
-    return StructuredStep(spec)
+    return StructuredStep(spec, gateway)
 
 
 def to_structured_request(body: JSON, spec: Spec) -> JSON:
@@ -96,8 +96,9 @@ def to_structured_request(body: JSON, spec: Spec) -> JSON:
 
 
 class StructuredStep:
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec, gateway: Gateway | None = None) -> None:
         self.spec = spec
+        self.gateway = gateway
 
     async def complete(self, call: ChatCall, nxt: Complete) -> Served[JSON]:
         spec, chain = self.spec, call.chain
@@ -105,6 +106,7 @@ class StructuredStep:
         usage: JSON | None = None
         attempts: list[str] = []
         failures: list[str] = []  # "model: errors" per model that answered invalidly
+        spent: list[tuple[Served[JSON], JSON | None]] = []  # every round's usage, accounted if all fail
         repairs = 0
         start = 0
         while start < len(chain):
@@ -120,6 +122,7 @@ class StructuredStep:
             messages = body["messages"]
             for round_ in range(spec.max_repairs + 1):
                 usage = add_usage(usage, served.result.get("usage"))
+                spent.append((served, served.result.get("usage")))
                 attempts += served.attempts
                 verdict = self._check(served.result)
                 if verdict is None:  # a tool round (client or MCP tools): not the final answer
@@ -143,10 +146,23 @@ class StructuredStep:
                     )
                     break
             start = at + 1
+        self._account_spent(spent)
         raise StructuredOutputInvalid(
             f"no model produced output valid against the structured_output schema (repairs: {repairs}): "
             + " | ".join(failures)
         )
+
+    def _account_spent(self, spent: list[tuple[Served[JSON], JSON | None]]) -> None:
+        """Tokens of answers that were all invalid are still spent: into the metrics, per model that spent them."""
+        if self.gateway is None:
+            return
+        for served, usage in spent:
+            if usage:
+                deployment = served.deployment
+                prompt, completion = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+                self.gateway.metrics.account(
+                    deployment.name, served.provider.name, usage, deployment.cost(prompt, completion)
+                )
 
     async def stream(self, call: ChatCall, nxt: OpenStream) -> Served[Stream]:
         served = await nxt(replace(call, body=to_structured_request(call.body, self.spec)))
