@@ -229,6 +229,14 @@ class Gateway:
         self.router.tracing = self.tracing
         self.emf = EmfWriter(config.metrics.namespace) if config.metrics.emf else None
         self.mcp: Any = None  # proxy.mcp.manager.McpManager, built on the first request that uses MCP
+        # Keys, limits, budgets, cache, usage log (proxy/keys): built only when something of it is configured.
+        self.gate: Any = None
+        if config.server.api_keys or config.state is not None or config.limits.rpm or config.limits.tpm \
+                or config.cache.enabled:
+            from proxy.keys.gate import Gate
+
+            self.gate = Gate(self)
+        self.gate_all = self.gate is not None and self.gate.active  # else only virtual-key requests pass it
 
     # -- errors ----------------------------------------------------------------
     def scrub(self, text: str) -> str:
@@ -279,12 +287,16 @@ class Gateway:
     async def complete_chat(self, call: ChatCall) -> Served[JSON]:
         """The pipeline for a JSON answer, bounded by `request_timeout_s`."""
         steps = steps_for(self, call.body)
+        if self.gate_all or "key" in call.state:
+            steps.insert(0, self.gate)
         run = compose_complete(steps, self._route_complete) if steps else self._route_complete
         return await self._bounded(run(call))  # type: ignore[no-any-return]
 
     async def open_chat(self, call: ChatCall) -> Served[Stream]:
         """The pipeline for a stream, up to its first chunk (so failures are still real statuses)."""
         steps = steps_for(self, call.body)
+        if self.gate_all or "key" in call.state:
+            steps.insert(0, self.gate)
         run = compose_stream(steps, self._route_stream) if steps else self._route_stream
         served: Served[Stream] = await self._bounded(run(call))
         if call.extra:
@@ -366,7 +378,11 @@ class Gateway:
         state = scope["state"]
         state["log"]["model"] = state["requested_model"] = body["model"]
         chain = resolve_chain(self.config, body)
-        served: Served[JSON] = await self._bounded(self.router.run(chain, body, "embedding", _embed))
+        if self.gate_all or "key" in state:
+            served: Served[JSON] = await self.gate.embed(
+                state, body, chain, lambda: self._bounded(self.router.run(chain, body, "embedding", _embed)))
+        else:
+            served = await self._bounded(self.router.run(chain, body, "embedding", _embed))
         result = served.result
         result["model"] = served.deployment.name
         if body.get("encoding_format") == "base64":
@@ -393,7 +409,10 @@ class Gateway:
         return data
 
     async def list_models(self, request: Request) -> Response:
-        return _json({"object": "list", "data": self._ready_models()})
+        data = self._ready_models()
+        if "key" in request.scope["state"]:
+            data = self.gate.visible_models(request.scope["state"], data)
+        return _json({"object": "list", "data": data})
 
     async def get_model(self, request: Request) -> Response:
         model_id = request.path_params["model_id"]
@@ -443,6 +462,8 @@ class Gateway:
         prompt = int((usage or {}).get("prompt_tokens") or 0)
         completion = int((usage or {}).get("completion_tokens") or 0)
         cost = deployment.cost(prompt, completion) if usage else None
+        if "cache_hit" in state:
+            cost = 0.0  # answered from the cache: nothing was spent upstream
         self.metrics.observe(route, deployment.name, provider, status, time.perf_counter() - started)
         self.metrics.account(deployment.name, provider, usage, cost)
         state["log"].update(
@@ -555,6 +576,15 @@ INGRESS_ROUTES = {
 }
 
 
+# The admin API of keys and usage (CONTRACT §12): master keys only; proxy/keys/admin.py loads on first use.
+ADMIN_ROUTES = (
+    ("/admin/keys", "POST", "proxy.keys.admin:create_key"),
+    ("/admin/keys", "GET", "proxy.keys.admin:list_keys"),
+    ("/admin/keys/{key_id}", "DELETE", "proxy.keys.admin:revoke_key"),
+    ("/admin/usage", "GET", "proxy.keys.admin:usage"),
+)
+
+
 def lazy_route(target: str) -> Callable[[Request], Awaitable[Response]]:
     """A route handler (`module:function` taking the gateway and the request) imported on its first request,
     so extensions stay out of `import proxy.app`."""
@@ -603,10 +633,14 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
     routes += [Route(prefix + "/mcp/tools", gateway.errors_rendered(lazy_route("proxy.mcp.api:list_tools")),
                      methods=["GET"]) for prefix in ("/v1", "")]
     routes += [Route("/mcp", LazyEndpoint(gateway, "proxy.mcp.server:create_mcp_app"), methods=["GET", "POST", "DELETE"])]
+    routes += [Route(path, gateway.errors_rendered(lazy_route(target)), methods=[method])
+               for path, method, target in ADMIN_ROUTES]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         yield edge_settings(config.server)  # read by `serve`'s HTTP protocol (proxy/edge.py)
+        if gateway.gate is not None:
+            await gateway.gate.aclose()
         await gateway.pool.aclose()
         if gateway.tracing is not None:
             gateway.tracing.shutdown()
@@ -615,7 +649,8 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(GatewayMiddleware, server=config.server, fast_routes=fast_routes)],
+        middleware=[Middleware(GatewayMiddleware, server=config.server, fast_routes=fast_routes,
+                               virtual_keys=gateway.gate.keys if gateway.gate is not None else None)],
         exception_handlers={404: not_found, 405: not_found},
         lifespan=lifespan,
     )

@@ -1,4 +1,4 @@
-"""`omni-llm serve | models | check` (the README's "Command line")."""
+"""`omni-llm serve | models | check | keys` (the README's "Command line"; CONTRACT §12 for keys)."""
 
 from __future__ import annotations
 
@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate the config; exit 1 listing every problem")
     check.add_argument("--config")
     check.set_defaults(func=cmd_check)
+    from proxy.keys.cli import add_keys_parser
+
+    add_keys_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

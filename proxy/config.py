@@ -125,6 +125,32 @@ MCP_TRANSPORTS = ("stdio", "streamable_http", "sse", "websocket")
 
 
 @dataclass(frozen=True)
+class StateConfig:
+    """Where keys, spend and the usage log live (CONTRACT §12); see docs/keys.md."""
+
+    database: str = "sqlite:///./.omni/state.db"
+    redis_url: str = ""  # set: rate limits, cache, budgets in flight and deployment health are shared
+    key_cache_ttl_s: float = 10.0  # how long a key lookup is trusted (a revoke elsewhere shows within this)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    rpm: int = 0  # defaults for virtual keys without their own; 0 = unlimited
+    tpm: int = 0
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    enabled: bool = False
+    ttl_s: float = 3600.0
+    shared: bool = False  # true: one cache for every key (otherwise each virtual key has its own)
+    max_entries: int = 10_000  # bound of the in-memory LRU (without Redis)
+
+
+_DEFAULT_DATABASE = "sqlite:///${OMNI_LLM_DATA:-./.omni}/state.db"
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     providers: Mapping[str, ProviderConfig]
@@ -136,6 +162,9 @@ class Config:
     orders: Mapping[str, str] = field(default_factory=dict)
     metrics: MetricsConfig = MetricsConfig()
     mcp_servers: Mapping[str, McpServerConfig] = field(default_factory=dict)
+    state: StateConfig | None = None  # None: no `state` section (virtual keys still use the default database)
+    limits: LimitsConfig = LimitsConfig()
+    cache: CacheConfig = CacheConfig()
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -149,6 +178,11 @@ class Config:
         found.update(v for p in self.providers.values() for v in p.headers.values() if len(v) >= 8)
         found.update(v for m in self.mcp_servers.values() for v in m.headers.values() if len(v) >= 8)
         return tuple(sorted(found, key=len, reverse=True))
+
+
+def state_of(config: Config) -> StateConfig:
+    """The `state` section, or its default (the database under `$OMNI_LLM_DATA` or ./.omni)."""
+    return config.state or StateConfig(database=expand(_DEFAULT_DATABASE, os.environ)[0])
 
 
 def default_config_path() -> Path:
@@ -236,7 +270,8 @@ class _Validator:
     def config(self, raw: Any) -> Config:
         if not isinstance(raw, dict):
             raise ConfigError(["(root): expected a mapping with server, providers, models, strategies"])
-        for key in raw.keys() - {"server", "providers", "models", "strategies", "router", "metrics", "mcp_servers"}:
+        for key in raw.keys() - {"server", "providers", "models", "strategies", "router", "metrics", "mcp_servers",
+                                     "state", "limits", "cache"}:
             self.fail(str(key), "unknown key")
         server = ServerConfig(**self.section(raw.get("server"), "server", ServerConfig))
         router = RouterConfig(**self.section(raw.get("router"), "router", RouterConfig))
@@ -245,10 +280,23 @@ class _Validator:
         models = self.models(raw.get("models"), providers)
         strategies = self.strategies(raw.get("strategies"), models)
         mcp_servers = self.mcp_servers(raw.get("mcp_servers"))
+        state = self.state(raw)
+        limits = LimitsConfig(**self.section(raw.get("limits"), "limits", LimitsConfig))
+        cache = CacheConfig(**self.section(raw.get("cache"), "cache", CacheConfig))
         if self.problems:
             raise ConfigError(self.problems)
         return Config(server, providers, models, strategies, router, orders=self.orders, metrics=metrics,
-                      mcp_servers=mcp_servers)
+                      mcp_servers=mcp_servers, state=state, limits=limits, cache=cache)
+
+    def state(self, raw: dict[str, Any]) -> StateConfig | None:
+        fields = self.section(raw.get("state"), "state", StateConfig)
+        database = fields.get("database") or expand(_DEFAULT_DATABASE, self.env)[0]
+        if not database.startswith(("sqlite://", "postgresql://", "postgres://")):
+            self.fail("state.database", f"expected sqlite:///PATH or postgresql://..., got {database!r}")
+        for key in ("redis_url",):
+            if fields.get(key) and not fields[key].startswith(("redis://", "rediss://", "unix://")):
+                self.fail(f"state.{key}", f"expected redis://host:port[/db], got {fields[key]!r}")
+        return StateConfig(**{**fields, "database": database}) if "state" in raw else None
 
     # -- scalar helpers ------------------------------------------------------
     def string(self, value: Any, path: str) -> str | None:

@@ -94,6 +94,21 @@ class RateLimited(ProxyError):
     retryable = True
 
 
+class BudgetExceeded(RateLimited):
+    """429: a virtual key's budget is spent (Retry-After: until its period rolls over)."""
+
+    code = "budget_exceeded"
+    retryable = False
+
+
+class PermissionDenied(ProxyError):
+    """403: the key is valid but may not use this model, MCP server, collection or route."""
+
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
 class UpstreamError(ProxyError):
     """502: the upstream failed (5xx, bad response, refused connection) or refused our credentials."""
 

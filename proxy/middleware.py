@@ -13,6 +13,7 @@ import logging
 import re
 import time
 import uuid
+from typing import Protocol
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,6 +25,20 @@ access_log = logging.getLogger("omni.access")
 log = logging.getLogger("omni")
 
 _OPEN_PATHS = frozenset({"/health"})
+_VIRTUAL = ProxyError("virtual key lookup pending")  # sentinel: `_check` needs the async key lookup
+
+
+class VirtualKeys(Protocol):
+    async def resolve(self, token: bytes) -> object: ...
+
+
+def _presented(headers: dict[bytes, bytes]) -> bytes:
+    auth = headers.get(b"authorization", b"")
+    if auth[:7].lower() == b"bearer ":
+        return auth[7:].strip()
+    return headers.get(b"x-api-key") or b""
+
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Bytes that must never reach a response header (header injection / a server that fails mid-write).
 _BODY_STALLED = object()  # the cancel message of a body read's timer
@@ -68,9 +83,12 @@ class GatewayMiddleware:
     which skip Starlette's routing and exception layers.
     """
 
-    def __init__(self, app: ASGIApp, server: ServerConfig, fast_routes: dict[str, ASGIApp] | None = None) -> None:
+    def __init__(self, app: ASGIApp, server: ServerConfig, fast_routes: dict[str, ASGIApp] | None = None,
+                 virtual_keys: VirtualKeys | None = None) -> None:
         self.app = app
         self._keys = [k.encode() for k in server.api_keys if k]
+        # Virtual keys (proxy/keys) are looked up only for a token that is no master key and looks like one.
+        self._virtual = virtual_keys
         self._max = server.max_request_bytes
         self._any_origin = "*" in server.cors_origins
         self._origins = frozenset(o.encode() for o in server.cors_origins)
@@ -88,8 +106,10 @@ class GatewayMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["log"] = log_fields = {}
+        state["headers"] = headers
         status_holder = [0]
-        extra = [(b"x-request-id", request_id.encode())]
+        # Headers every answer carries; steps may add to it (rate-limit headers, also on errors).
+        state["response_headers"] = extra = [(b"x-request-id", request_id.encode())]
         origin = headers.get(b"origin")
         if origin is not None:
             extra += self._cors(origin)
@@ -105,6 +125,8 @@ class GatewayMiddleware:
                 await self._preflight(send_wrapper, origin, headers)
                 return
             error = self._check(scope, headers)
+            if error is _VIRTUAL:
+                error = await self._check_virtual(state, headers)
             if error is not None:
                 await send_json(send_wrapper, error_body_for(scope["path"], error), error.status, error_headers(error))
                 return
@@ -169,12 +191,29 @@ class GatewayMiddleware:
             for key in self._keys:
                 matched |= hmac.compare_digest(presented, key)
             if not matched:
+                if self._virtual is not None and presented.startswith(b"sk-omni-"):
+                    return _VIRTUAL
                 which = "Incorrect API key provided." if presented else "Missing API key: send 'Authorization: Bearer KEY'."
                 return AuthenticationFailed(which)
+        elif self._virtual is not None and scope["path"] not in _OPEN_PATHS and scope["method"] != "OPTIONS":
+            # No master keys (an open, loopback gateway) but a `state` section: virtual keys still identify.
+            if _presented(headers).startswith(b"sk-omni-"):
+                return _VIRTUAL
+        return self._check_size(headers)
+
+    def _check_size(self, headers: dict[bytes, bytes]) -> ProxyError | None:
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self._max:
             return RequestTooLarge(f"Request body exceeds the limit of {self._max} bytes.")
         return None
+
+    async def _check_virtual(self, state: dict[str, object], headers: dict[bytes, bytes]) -> ProxyError | None:
+        assert self._virtual is not None
+        try:
+            state["key"] = await self._virtual.resolve(_presented(headers))
+        except ProxyError as error:
+            return error
+        return self._check_size(headers)
 
     def _guarded(self, receive: Receive, headers: dict[bytes, bytes]) -> Receive:
         """`receive` with the body-size limit (for chunked bodies; a declared length was checked) and a
