@@ -286,16 +286,22 @@ class Gateway:
 
     async def complete_chat(self, call: ChatCall) -> Served[JSON]:
         """The pipeline for a JSON answer, bounded by `request_timeout_s`."""
+        gated = self.gate_all or "key" in call.state
+        if gated:
+            self.gate.permit(call.state, call.body)  # before any extension step is built
         steps = steps_for(self, call.body)
-        if self.gate_all or "key" in call.state:
+        if gated:
             steps.insert(0, self.gate)
         run = compose_complete(steps, self._route_complete) if steps else self._route_complete
         return await self._bounded(run(call))  # type: ignore[no-any-return]
 
     async def open_chat(self, call: ChatCall) -> Served[Stream]:
         """The pipeline for a stream, up to its first chunk (so failures are still real statuses)."""
+        gated = self.gate_all or "key" in call.state
+        if gated:
+            self.gate.permit(call.state, call.body)  # before any extension step is built
         steps = steps_for(self, call.body)
-        if self.gate_all or "key" in call.state:
+        if gated:
             steps.insert(0, self.gate)
         run = compose_stream(steps, self._route_stream) if steps else self._route_stream
         served: Served[Stream] = await self._bounded(run(call))

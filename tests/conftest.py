@@ -16,3 +16,7 @@ def openai_upstream() -> Iterator[tuple[str, Recorder]]:
     recorder = Recorder()
     with serve_app(fake_openai.make_app(recorder)) as url:
         yield url, recorder
+
+
+# Real redis-server / PostgreSQL on 127.0.0.1 for any test that names these fixtures.
+from tests.services import fresh_postgres_url, fresh_redis_url, postgres_url, redis_url  # noqa: E402,F401

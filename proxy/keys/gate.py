@@ -173,19 +173,37 @@ class Gate:
         return [m for m in data if m["id"] in key.models]
 
     # -- admission -----------------------------------------------------------------
+    def permit(self, state: dict[str, Any], body: JSON) -> None:
+        """The key's models, MCP servers and collections (a refusal is a usage row too)."""
+        key: KeyRecord | None = state.get("key")
+        if key is not None:
+            try:
+                _check_permissions(key, body)
+            except ProxyError as error:
+                ticket = Ticket(key, "chat", str(body.get("model")), state.get("request_id", ""), time.perf_counter())
+                self._settle(ticket, None, None, error.status)
+                raise
+
     async def _admit(self, state: dict[str, Any], body: JSON, chain: list[Link], route: str) -> Ticket:
         key: KeyRecord | None = state.get("key")
         ticket = Ticket(key, route, str(body.get("model")), state.get("request_id", ""), time.perf_counter())
-        if key is None:
-            return ticket
+        if key is not None:
+            try:
+                await self._enforce(ticket, key, state, body, chain)
+            except ProxyError as error:  # refused requests are rows of the usage log too
+                self._settle(ticket, None, None, error.status)
+                raise
+        return ticket
+
+    async def _enforce(self, ticket: Ticket, key: KeyRecord, state: dict[str, Any], body: JSON,
+                       chain: list[Link]) -> None:
         _check_permissions(key, body)
         rpm = key.rpm if key.rpm is not None else self.limits.rpm
         tpm = key.tpm if key.tpm is not None else self.limits.tpm
         prompt = tokens.count_prompt(body)
         if rpm or tpm:
-            ticket.est_tokens = prompt + tokens.max_completion(body, unbounded=0)
-            ticket.tpm = tpm
-            verdict = await self.limiter.acquire(key.id, rpm, tpm, ticket.est_tokens)
+            estimate = prompt + tokens.max_completion(body, unbounded=0)
+            verdict = await self.limiter.acquire(key.id, rpm, tpm, estimate)
             headers = state.setdefault("response_headers", [])
             if rpm:
                 headers += [(b"x-ratelimit-limit-requests", str(rpm).encode()),
@@ -194,19 +212,14 @@ class Gate:
                 headers += [(b"x-ratelimit-limit-tokens", str(tpm).encode()),
                             (b"x-ratelimit-remaining-tokens", str(verdict.remaining_tokens).encode())]
             if not verdict.allowed:
-                ticket.tpm = 0  # nothing was taken
                 raise RateLimited(f"Rate limit reached for key {key.id} ({_limits_text(rpm, tpm)}); "
                                   f"retry in {verdict.retry_after:.1f} s.", retry_after=math.ceil(verdict.retry_after))
+            ticket.est_tokens, ticket.tpm = estimate, tpm  # taken: corrected when settled
         if key.budget_usd is not None:
             worst = prompt, tokens.max_completion(body)
-            estimate = max((cost_of(d, *worst) for _, deployments in chain for d in deployments), default=0.0)
-            try:
-                ticket.reservation = await self.budget.reserve(key.id, key.budget_usd, key.budget_period, estimate,
-                                                               time.time())
-            except BaseException:
-                self.limiter.correct(key.id, ticket.tpm, -ticket.est_tokens)
-                raise
-        return ticket
+            estimate_usd = max((cost_of(d, *worst) for _, deployments in chain for d in deployments), default=0.0)
+            ticket.reservation = await self.budget.reserve(key.id, key.budget_usd, key.budget_period, estimate_usd,
+                                                           time.time())
 
     def _settle(self, ticket: Ticket, served: Served[Any] | None, usage: JSON | None, status: int,
                 cached: bool = False) -> None:
