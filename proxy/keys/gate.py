@@ -65,6 +65,7 @@ class Gate:
         self.cache_config = config.cache
         # Every request passes the gate (not only virtual keys') when one of these is configured.
         self.active = config.state is not None or bool(config.limits.rpm or config.limits.tpm or config.cache.enabled)
+        self.log_all = config.state is not None  # else only virtual-key requests are usage rows
         redis_url = state_of(config).redis_url
         self.redis: Any = None
         if redis_url:
@@ -236,7 +237,7 @@ class Gate:
         if key is not None and ticket.tpm:
             used = 0 if cached or served is None else prompt + completion
             self.limiter.correct(key.id, ticket.tpm, used - ticket.est_tokens)
-        if key is None and not self.active:
+        if key is None and not self.log_all:
             return
         self.keys.log(UsageRow(
             request_id=ticket.request_id, key_id=key.id if key else None,
