@@ -140,6 +140,16 @@ class MockProvider:
         answer = self._plan(request, deployment)
         delay = float(deployment.options.get("chunk_delay_ms", self._delay_ms) or 0) / 1000
         n = answer.n
+        if n == 1 and answer.words and not (answer.reasoning or answer.tool_calls):  # plain text: the load-test path
+            words = answer.words
+            yield {"choices": [{"index": 0, "delta": {"role": "assistant", "content": words[0]}, "finish_reason": None}]}
+            for word in words[1:]:
+                if delay:
+                    await asyncio.sleep(delay)
+                yield {"choices": [{"index": 0, "delta": {"content": " " + word}, "finish_reason": None}]}
+            yield {"choices": [{"index": 0, "delta": {}, "finish_reason": answer.finish}]}
+            yield {"choices": [], "usage": answer.usage}
+            return
         if n == 1:
             deltas = iter_mock_deltas(answer)
             yield {"choices": [{"index": 0, "delta": {"role": "assistant", **next(deltas)}, "finish_reason": None}]}
