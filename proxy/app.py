@@ -356,7 +356,10 @@ class Gateway:
                 status, usage = self._interrupted(state, done)
             self._account("chat", state, served, usage, started, status=status)
 
-        frames = relay(relay_state, first, rest, lambda exc: to_proxy_error(provider, exc), self.render_error, on_done)
+        limit = self.config.server.request_timeout_s  # covers the whole stream, not only its start
+        deadline = asyncio.get_running_loop().time() + limit - (time.perf_counter() - started)
+        frames = relay(relay_state, first, rest, lambda exc: to_proxy_error(provider, exc), self.render_error, on_done,
+                       (deadline, limit))
         await send_stream(receive, send, frames, _SSE_HEADERS + self._headers(served, started, None) + call.headers)
 
     @staticmethod

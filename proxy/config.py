@@ -34,6 +34,17 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class UpstreamLimits:
+    """How the gateway's own HTTP client treats an upstream (`server.upstream_*`, `server.max_response_bytes`)."""
+
+    max_connections: int = 100  # per provider; requests beyond it wait (within the connect timeout)
+    connect_timeout_s: float = 10.0  # also bounds the wait for a free connection
+    read_timeout_s: float = 120.0  # the longest silence between two reads of a response
+    idle_timeout_s: float = 60.0  # an idle keep-alive connection older than this is not reused
+    max_response_bytes: int = 256 * 1024 * 1024  # decoded body; larger answers fail
+
+
+@dataclass(frozen=True)
 class ProviderConfig:
     name: str
     type: str
@@ -42,6 +53,7 @@ class ProviderConfig:
     max_retries: int = 2
     headers: Mapping[str, str] = field(default_factory=dict)
     not_ready: str | None = None  # why the provider cannot serve; None when ready
+    limits: UpstreamLimits = field(default_factory=lambda: UpstreamLimits())  # from server.upstream_*
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.settings.get(key)
@@ -83,6 +95,15 @@ class ServerConfig:
     body_timeout_s: float = 30.0
     max_connections: int = 2048
     drain_timeout_s: float = 10.0
+    upstream_max_connections: int = UpstreamLimits.max_connections
+    upstream_connect_timeout_s: float = UpstreamLimits.connect_timeout_s
+    upstream_read_timeout_s: float = UpstreamLimits.read_timeout_s
+    upstream_idle_timeout_s: float = UpstreamLimits.idle_timeout_s
+    max_response_bytes: int = UpstreamLimits.max_response_bytes
+
+    def upstream_limits(self) -> UpstreamLimits:
+        return UpstreamLimits(max(1, self.upstream_max_connections), self.upstream_connect_timeout_s,
+                              self.upstream_read_timeout_s, self.upstream_idle_timeout_s, self.max_response_bytes)
 
 
 @dataclass(frozen=True)
@@ -277,6 +298,8 @@ class _Validator:
         router = RouterConfig(**self.section(raw.get("router"), "router", RouterConfig))
         metrics = MetricsConfig(**self.section(raw.get("metrics"), "metrics", MetricsConfig))
         providers = self.providers(raw.get("providers"))
+        limits = server.upstream_limits()
+        providers = {name: dataclasses.replace(p, limits=limits) for name, p in providers.items()}
         models = self.models(raw.get("models"), providers)
         strategies = self.strategies(raw.get("strategies"), models)
         mcp_servers = self.mcp_servers(raw.get("mcp_servers"))

@@ -7,7 +7,10 @@ from typing import Any
 
 import orjson
 
+from proxy.errors import UpstreamError
+
 DONE = b"data: [DONE]\n\n"
+MAX_LINE_BYTES = 32 * 1024 * 1024  # one SSE line (one event's data); real ones are far smaller
 
 
 def encode_event(obj: object) -> bytes:
@@ -19,15 +22,25 @@ async def iter_sse_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[b
 
     Handles `\\n`, `\\r\\n` line endings, multi-line data (joined with `\\n`),
     comments and other fields (ignored), and events split across reads. A read
-    that completes no event yields nothing.
+    that completes no event yields nothing. Pieces of an unfinished line are
+    kept in a list and joined once its end arrives (linear, however many reads
+    a line spans); a line longer than `MAX_LINE_BYTES` is an error.
     """
     buffer = b""
+    pending: list[bytes] = []  # pieces of a line longer than one read
+    pending_size = 0
     data: list[bytes] = []
     async for chunk in chunks:
-        buffer += chunk
         if b"\n" not in chunk:
+            pending.append(chunk)
+            pending_size += len(chunk)
+            if pending_size + len(buffer) > MAX_LINE_BYTES:
+                raise UpstreamError(f"upstream stream line longer than {MAX_LINE_BYTES} bytes")
             continue
-        *lines, buffer = buffer.split(b"\n")
+        if pending:
+            chunk = b"".join(pending) + chunk
+            pending, pending_size = [], 0
+        *lines, buffer = (buffer + chunk).split(b"\n")
         events = []
         for line in lines:
             if line.endswith(b"\r"):
@@ -41,6 +54,7 @@ async def iter_sse_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[b
                 data.append(value[1:] if value.startswith(b" ") else value)
         if events:
             yield events
+    buffer += b"".join(pending)
     if buffer.startswith(b"data:"):
         value = buffer[5:].rstrip(b"\r")
         data.append(value[1:] if value.startswith(b" ") else value)
@@ -60,13 +74,18 @@ async def iter_chunk_batches(
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """Per upstream read, the chunks `decode` makes of its events (None: nothing to relay).
 
-    Stops at the `end` payload (`[DONE]`). When `decode` raises in the middle of a
-    read, the chunks before it are still yielded, then the error propagates.
+    Stops at the `end` payload (`[DONE]`), telling `chunks` so when it can hear it
+    (`end_reached`: the gateway's client then keeps the connection if the rest of
+    the body follows). When `decode` raises in the middle of a read, the chunks
+    before it are still yielded, then the error propagates.
     """
     async for events in iter_sse_batches(chunks):
         batch = []
         for data in events:
             if data == end:
+                end_reached = getattr(chunks, "end_reached", None)
+                if end_reached is not None:
+                    end_reached()
                 if batch:
                     yield batch
                 return

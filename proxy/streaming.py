@@ -13,11 +13,12 @@ iterator is closed in `finally`, also when the client goes away.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from proxy.errors import ProxyError, UpstreamError
+from proxy.errors import ProxyError, UpstreamError, UpstreamTimeout
 from proxy.sse import DONE, encode_event
 from translators.base import JSON, Provider
 
@@ -130,13 +131,15 @@ async def relay(
     on_error: Callable[[BaseException], ProxyError],
     render_error: Callable[[ProxyError], JSON],
     on_done: Callable[[StreamRelay, ProxyError | None], None],
+    deadline: tuple[float, float] | None = None,
 ) -> AsyncIterator[bytes]:
+    """`deadline`: (loop time, the limit it came from); a stream still open then ends with a timeout error event."""
     error: ProxyError | None = None
     try:
         frame: bytes | None = relay_state.frames(first)
         if frame:
             yield frame
-        async for item in rest:
+        async for item in (rest if deadline is None else _within(rest, *deadline)):
             frame = relay_state.frames(item) if type(item) is list else relay_state.frame(item)
             if frame:
                 yield frame
@@ -150,6 +153,21 @@ async def relay(
     finally:
         await _aclose(rest)
         on_done(relay_state, error)
+
+
+async def _within(rest: AsyncIterator[Item], deadline: float, limit: float) -> AsyncIterator[Item]:
+    """`rest`, each read bounded by the stream's overall deadline (server.request_timeout_s)."""
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                item = await anext(rest)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            if asyncio.get_running_loop().time() < deadline:
+                raise  # the upstream's own read timeout, not the deadline
+            raise UpstreamTimeout(f"stream did not complete within {limit:g} s") from None
+        yield item
 
 
 async def _aclose(iterator: AsyncIterator[Item]) -> None:

@@ -116,7 +116,7 @@ class GroqProvider:
             timeout=config.timeout_s or 60.0,
             default_headers=dict(config.headers) or None,
         )
-        self._sender = SDKSender(client, httpx.Response, lambda body: error_message(body, ""))
+        self._sender = SDKSender(client, httpx.Response, lambda body: error_message(body, ""), config.limits)
 
     async def chat(self, request: JSON, deployment: Deployment) -> JSON:
         body = to_groq_request(request, deployment.model, stream=False)

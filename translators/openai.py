@@ -87,7 +87,7 @@ class OpenAIProvider:
             timeout=config.timeout_s or 600.0,
             default_headers=dict(config.headers) or None,
         )
-        self._sender = SDKSender(client, httpx2.Response, lambda body: error_message(body, ""))
+        self._sender = SDKSender(client, httpx2.Response, lambda body: error_message(body, ""), config.limits)
 
     async def chat(self, request: JSON, deployment: Deployment) -> JSON:
         response = await self._sender.post("/chat/completions", {**request, "model": deployment.model}, deployment.timeout_s)

@@ -38,7 +38,7 @@ class AnthropicProvider:
             default_headers=dict(config.headers) or None,
         )
         # The SDK's base URL, auth and headers; the bytes go through translators.http (see there).
-        self._sender = SDKSender(client, httpx2.Response, anthropic_error_message)
+        self._sender = SDKSender(client, httpx2.Response, anthropic_error_message, config.limits)
 
     def _body(self, request: JSON, deployment: Deployment) -> JSON:
         return to_anthropic_request(request, deployment.model, deployment.options.get("max_tokens"))

@@ -1,0 +1,380 @@
+"""One keep-alive HTTP/1.1 connection: an asyncio protocol that reads responses.
+
+httptools (llhttp, the parser uvicorn uses) parses each status line and header
+block and content-length or close-delimited bodies. Chunked bodies are decoded
+here (`ChunkedDecoder`): llhttp rejects the optional whitespace RFC 9112 allows
+around chunk extensions (`5 ; name = value`), which real servers send.
+
+What reaches the reader is only ever the final answer to the request just
+written: interim 1xx responses are parsed and dropped (their headers never mix
+into the answer's), `Content-Encoding: gzip`/`deflate` is decoded as it comes,
+the decoded size is capped, and bytes that arrive when no request is in flight
+(or after the answer ended) make the connection unusable instead of becoming
+the next request's answer. A body delimited by the connection closing ends
+cleanly only on a clean close; a reset is an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import select
+import zlib
+from collections.abc import Callable
+
+import httptools
+
+HIGH_WATER = 256 * 1024  # bytes buffered from upstream before reading pauses (slow consumer)
+MAX_HEAD = 64 * 1024  # status line and headers (and, apart, a chunked body's trailers)
+DRAIN_BYTES = 64 * 1024  # what may still arrive after a stream's logical end and be discarded
+DRAIN_S = 2.0  # how long the end of a body may take after the stream's logical end
+_HEX = b"0123456789abcdefABCDEF"
+
+# what the connection is reading
+_HEAD, _BODY, _CHUNKED, _DONE = range(4)
+
+
+class UpstreamConnectError(ConnectionError):
+    """The connection could not be opened; the request never left."""
+
+
+class UpstreamConnectionLost(ConnectionError):
+    """The connection broke (or the upstream broke HTTP) before the response was complete."""
+
+
+class ResponseTooLarge(UpstreamConnectionLost):
+    """The (decoded) response body passed the configured cap; the connection was dropped."""
+
+
+class _Stop(Exception):
+    """Raised while reading to stop; the reason is in `Connection.error` (or the response was complete)."""
+
+
+class ChunkedDecoder:
+    """RFC 9112 §7.1 chunked transfer coding, fed as bytes arrive; `feed` returns (data, finished, rest)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._left = 0  # bytes of the current chunk's data still to come
+        self._state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers
+
+    def feed(self, data: bytes) -> tuple[list[bytes], bool, bytes]:
+        buffer = self._buffer + data if self._buffer else data
+        out: list[bytes] = []
+        pos, size = 0, len(buffer)
+        while pos < size:
+            if self._state == 1:
+                take = min(self._left, size - pos)
+                out.append(buffer[pos:pos + take] if take < size or pos else buffer)
+                pos += take
+                self._left -= take
+                if self._left:
+                    break
+                self._state = 2
+            elif self._state == 2:
+                if size - pos < 2:
+                    break
+                if buffer[pos:pos + 2] != b"\r\n":
+                    raise ValueError("chunk data not followed by CRLF")
+                pos += 2
+                self._state = 0
+            else:
+                end = buffer.find(b"\r\n", pos)
+                if end < 0:
+                    if size - pos > MAX_HEAD:
+                        raise ValueError("chunk line too long")
+                    break
+                line = buffer[pos:end]
+                pos = end + 2
+                if self._state == 3:
+                    if not line:  # the empty line after the trailers: the body's end
+                        self._buffer = b""
+                        return out, True, buffer[pos:]
+                    continue  # a trailer field: not merged into the answer's headers
+                digits = line.partition(b";")[0].rstrip(b" \t")
+                if not digits or digits.strip(_HEX) or len(digits) > 15:
+                    raise ValueError(f"bad chunk size line {line[:40]!r}")
+                self._left = int(digits, 16)
+                self._state = 1 if self._left else 3
+        self._buffer = buffer[pos:]
+        if self._state == 3 and len(self._buffer) > MAX_HEAD:
+            raise ValueError("chunked trailers too long")
+        return out, False, b""
+
+
+def _decoder(encoding: bytes) -> zlib._Decompress | None:
+    encoding = encoding.strip().lower()
+    if encoding in (b"gzip", b"x-gzip"):
+        return zlib.decompressobj(zlib.MAX_WBITS | 16)
+    if encoding == b"deflate":
+        return zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib-wrapped (RFC 9110); raw deflate is retried below
+    return None
+
+
+class Connection(asyncio.Protocol):
+    """One connection; holds the state of the response being read. The pool owns its life."""
+
+    def __init__(self, max_bytes: int, on_lost: Callable[[Connection], None],
+                 on_drained: Callable[[Connection], None]) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.max_bytes = max_bytes
+        self._on_lost = on_lost
+        self._on_drained = on_drained
+        self.lost = False
+        self.counted = False  # part of its pool's connection count (set once connected)
+        self.expires = 0.0  # loop time after which an idle connection is not reused
+        self.keep_alive_hint: float | None = None  # the upstream's `Keep-Alive: timeout=N`
+        self.in_flight = False
+        self._fd = -1
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        self.total = 0
+        self.complete = False
+        self.keep_alive = False
+        self.error: BaseException | None = None
+        self.draining = False
+        self._stage = _HEAD
+        self._head = b""
+        self._chunked: ChunkedDecoder | None = None
+        self._paused = False
+        self._interim = False
+        self._decoder: zlib._Decompress | None = None
+        self._encoding = b""
+
+    # -- asyncio.Protocol ----------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
+
+    def data_received(self, data: bytes) -> None:
+        if not self.in_flight:  # nobody asked: never let these bytes become the next request's answer
+            self._drop()
+            return
+        try:
+            self._read(data)
+        except (httptools.HttpParserError, ValueError, _Stop) as exc:
+            if self.error is None and not self.complete:
+                self.error = UpstreamConnectionLost(f"malformed HTTP response from upstream ({exc})")
+            self._drop()
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.in_flight and self.error is None:
+            if exc is None and self._stage == _BODY and self._unframed():
+                try:
+                    self._finish()  # a body delimited by a clean close
+                except _Stop:
+                    pass  # the reason is in self.error
+            else:
+                self.error = UpstreamConnectionLost("upstream closed the connection" + (f" ({exc})" if exc else ""))
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        self._on_lost(self)
+        self._wake()
+
+    def _read(self, data: bytes) -> None:
+        while data:
+            stage = self._stage
+            if stage == _BODY:
+                self.parser.feed_data(data)
+                return
+            if stage == _CHUNKED:
+                pieces, finished, data = self._chunked.feed(data)  # type: ignore[union-attr]
+                for piece in pieces:
+                    self._deliver(piece)
+                if finished:
+                    self._finish()
+                    if data:
+                        raise _Stop("bytes after the end of the response")
+                continue
+            if stage == _DONE:
+                raise _Stop("bytes after the end of the response")
+            head = self._head + data if self._head else data
+            end = head.find(b"\r\n\r\n")
+            if end < 0:
+                if len(head) > MAX_HEAD:
+                    raise _Stop("response head too long")
+                self._head = head
+                return
+            self._head = b""
+            data = head[end + 4:]
+            self.parser.feed_data(head[:end + 4])  # the callbacks below set the next stage
+
+    # -- httptools callbacks ---------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._stage == _DONE:  # a second answer to one request: the connection is out of step
+            raise _Stop("bytes after the end of the response")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                self.error = UpstreamConnectionLost("upstream switched protocols unasked (101)")
+                raise _Stop("101")
+            self._interim = True  # 1xx (100 Continue, 103 Early Hints): not the answer
+            self.headers = []
+            return
+        self.status = status
+        self.keep_alive = self.parser.should_keep_alive()
+        self._stage = _BODY
+        for name, value in self.headers:
+            if name == b"transfer-encoding":
+                if value.rpartition(b",")[2].strip().lower() == b"chunked":
+                    self._stage = _CHUNKED
+                    self._chunked = ChunkedDecoder()
+            elif name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+                self._encoding = value
+                self._decoder = _decoder(value)
+                if self._decoder is None:
+                    self.error = UpstreamConnectionLost(f"unsupported content-encoding {value.decode('latin-1')!r}")
+                    raise _Stop("encoding")
+            elif name == b"keep-alive":
+                for param in value.split(b","):
+                    key, _, number = param.partition(b"=")
+                    if key.strip().lower() == b"timeout" and number.strip().isdigit():
+                        self.keep_alive_hint = float(number)
+
+    def on_body(self, body: bytes) -> None:
+        self._deliver(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if self._stage != _CHUNKED:  # no body (204, 304, content-length: 0) or its end
+            self._finish()
+
+    # -- the body ----------------------------------------------------------------
+    def _deliver(self, body: bytes) -> None:
+        if self._decoder is not None:
+            body = self._decode(body)
+        self.total += len(body)
+        if self.total > self.max_bytes:
+            self.error = ResponseTooLarge(f"upstream response larger than {self.max_bytes} bytes")
+            raise _Stop("too large")
+        if self.draining:
+            if self.total - self.buffered > DRAIN_BYTES:
+                raise _Stop("more than a body's end after the stream's end")
+            return
+        if body:
+            self.chunks.append(body)
+            self.buffered += len(body)
+            if self.buffered > HIGH_WATER and not self._paused:
+                self._paused = True
+                self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def _decode(self, body: bytes) -> bytes:
+        decoder = self._decoder
+        assert decoder is not None
+        try:
+            return decoder.decompress(body, self.max_bytes - self.total + 1)
+        except zlib.error:
+            if self._encoding.strip().lower() == b"deflate" and self.total == 0:
+                self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as some servers send it
+                self._encoding = b"raw-deflate"
+                return self._decode(body)
+            self.error = UpstreamConnectionLost("upstream sent a corrupt compressed body")
+            raise _Stop("corrupt") from None
+
+    def _finish(self) -> None:
+        decoder, self._decoder = self._decoder, None
+        if decoder is not None:
+            tail = decoder.flush()
+            if tail:
+                self._deliver(tail)
+            if not decoder.eof:
+                self.error = UpstreamConnectionLost("upstream sent a truncated compressed body")
+                raise _Stop("truncated")
+        self._stage = _DONE
+        self.complete = True
+        self.in_flight = False
+        if self.draining:
+            self.chunks.clear()
+            self.buffered = 0
+            if self._drain_timer is not None:
+                self._drain_timer.cancel()
+            self._on_drained(self)
+
+    def _unframed(self) -> bool:
+        names = {name for name, _ in self.headers}
+        return b"content-length" not in names and b"transfer-encoding" not in names
+
+    def _drop(self) -> None:
+        self.keep_alive = False
+        if self.transport is not None:
+            self.transport.close()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- used by the pool and the response ---------------------------------------
+    def reusable(self) -> bool:
+        return self.complete and self.keep_alive and not self.lost and self.error is None
+
+    def stale(self) -> bool:
+        """An idle connection with anything to read (the upstream's FIN or RST, stray bytes) is not used again."""
+        if self.lost or self._fd < 0:
+            return self.lost
+        try:
+            readable, _, _ = select.select([self._fd], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until more bytes, the end of the response or a failure arrive."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            if timeout is None:
+                await self._waiter
+            else:
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+        finally:
+            self._waiter = None
+
+    def take(self) -> bytes:
+        data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        self.chunks.clear()
+        self.buffered = 0
+        if self._paused:
+            self._paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        return data
+
+    def send(self, head: bytes, body: bytes) -> None:
+        self._reset()
+        self.in_flight = True
+        self.transport.writelines((head, body))  # type: ignore[union-attr]
+
+    def drain(self) -> None:
+        """The reader saw the stream's logical end: read what is left of the body, then go back to the pool."""
+        self.draining = True
+        self.chunks.clear()
+        self.buffered = 0
+        if self._paused:
+            self._paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        self._drain_timer = asyncio.get_running_loop().call_later(DRAIN_S, self.close)
+
+    def close(self) -> None:
+        self.keep_alive = False
+        if self.transport is not None:
+            self.transport.close()
+        else:
+            self.lost = True
