@@ -102,7 +102,7 @@ class ServerConfig:
     max_response_bytes: int = UpstreamLimits.max_response_bytes
 
     def upstream_limits(self) -> UpstreamLimits:
-        return UpstreamLimits(max(1, self.upstream_max_connections), self.upstream_connect_timeout_s,
+        return UpstreamLimits(self.upstream_max_connections, self.upstream_connect_timeout_s,
                               self.upstream_read_timeout_s, self.upstream_idle_timeout_s, self.max_response_bytes)
 
 
@@ -298,6 +298,10 @@ class _Validator:
         router = RouterConfig(**self.section(raw.get("router"), "router", RouterConfig))
         metrics = MetricsConfig(**self.section(raw.get("metrics"), "metrics", MetricsConfig))
         providers = self.providers(raw.get("providers"))
+        for key in ("upstream_max_connections", "upstream_connect_timeout_s", "upstream_read_timeout_s",
+                    "max_response_bytes"):
+            if getattr(server, key) <= 0:
+                self.fail(f"server.{key}", "must be > 0")
         limits = server.upstream_limits()
         providers = {name: dataclasses.replace(p, limits=limits) for name, p in providers.items()}
         models = self.models(raw.get("models"), providers)

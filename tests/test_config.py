@@ -74,6 +74,9 @@ def test_secrets_collected_for_scrubbing() -> None:
         ("server: {drop_unsupported_params: maybe}", "server.drop_unsupported_params: expected true or false"),
         ("server: {api_keys: secret}", "server.api_keys: expected a list, got a string"),
         ("server: {bogus: 1}", "server.bogus: unknown key"),
+        ("server: {upstream_max_connections: 0}", "server.upstream_max_connections: must be > 0"),
+        ("server: {upstream_read_timeout_s: soon}", "server.upstream_read_timeout_s: expected a number"),
+        ("server: {max_response_bytes: 1.5}", "server.max_response_bytes: expected an integer"),
         ("providers: {p: {type: mock}}\nmodels: {m: {provider: p, mode: chatty}}", "models.m.mode: expected chat or embedding"),
         ("providers: {p: {type: openai, api_key: k}}\nmodels: {m: {provider: p}}", "models.m.model: required"),
         ("providers: {p: {type: mock}}\nmodels: {m: [{provider: p}, {provider: q}]}", "models.m[1].provider: unknown provider 'q'"),
@@ -113,6 +116,16 @@ def test_base_url_from_an_unset_variable_is_not_a_problem() -> None:
     bad = 'providers: {p: {type: openai_compatible, base_url: "${URL}"}}'
     with pytest.raises(ConfigError):
         parse_config(bad, {"URL": "localhost:11434"})  # expanded values are checked too
+
+
+def test_upstream_limits_reach_every_provider() -> None:
+    text = ("server: {upstream_max_connections: 7, upstream_read_timeout_s: 30, max_response_bytes: 1000}\n"
+            "providers: {a: {type: openai, api_key: k}, b: {type: mock}}")
+    config = parse_config(text, {})
+    for provider in config.providers.values():
+        assert (provider.limits.max_connections, provider.limits.read_timeout_s,
+                provider.limits.max_response_bytes) == (7, 30, 1000)
+    assert parse_config("providers: {a: {type: mock}}", {}).providers["a"].limits.read_timeout_s == 120
 
 
 def test_all_problems_reported_at_once() -> None:

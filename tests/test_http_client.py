@@ -10,17 +10,24 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
+import os
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httptools
+import httpx
+import orjson
 import pytest
 
 from proxy.config import Deployment, ProviderConfig
 from proxy.errors import RateLimited
 from tests.fakes import openai as fake_openai
+from tests.fakes.raw_http import Peer, ok, serve_in_thread
 from tests.fakes.server import Recorder, serve_app
+from tests.proxy_server import run_proxy, sse_events
 from translators.http import Client, UpstreamConnectError, UpstreamConnectionLost, env_proxy_for
 from translators.openai import OpenAIProvider
 
@@ -347,3 +354,137 @@ async def test_sender_maps_statuses_and_uses_the_sdk_behind_an_env_proxy(monkeyp
         await provider.aclose()
     assert recorder.requests and recorder.last().headers["authorization"] == "Bearer k"
 
+
+
+# -- through the gateway -------------------------------------------------------------------
+
+def chat_completion(content: str) -> bytes:
+    return orjson.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": "up",
+                         "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                      "finish_reason": "stop"}],
+                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+
+def sse_chunk(content: str | None, finish: str | None = None) -> bytes:
+    delta = {"content": content} if content is not None else {}
+    event = b"data: " + orjson.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up",
+                                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(event), event)
+
+
+def gateway_config(url: str, extra: str = "") -> str:
+    return (f"server:\n  request_timeout_s: 2\n{extra}providers:\n  up: {{type: openai, api_key: k, base_url: \"{url}\", "
+            "max_retries: 0}\nmodels:\n  m: {provider: up, model: up}\n")
+
+
+def test_through_the_gateway_an_early_hints_upstream_never_swaps_answers() -> None:
+    """Issue 13's failure, end to end: 103 before every 200, answers echo the question; five sequential and
+    eight concurrent requests each get their own answer."""
+    async def handler(peer: Peer) -> None:
+        while (body := await peer.request()) is not None:
+            question = orjson.loads(body)["messages"][0]["content"]
+            await peer.send(b"HTTP/1.1 103 Early Hints\r\nlink: </x>; rel=preload\r\n\r\n")
+            await peer.send(ok(chat_completion("answer to " + question), "content-type: application/json"))
+
+    with serve_in_thread(handler) as (url, server), run_proxy(gateway_config(url)) as proxy:
+        def ask(question: str) -> str:
+            reply = httpx.post(proxy.v1 + "/chat/completions", timeout=10,
+                               json={"model": "m", "messages": [{"role": "user", "content": question}]})
+            assert reply.status_code == 200, reply.text
+            return reply.json()["choices"][0]["message"]["content"]  # type: ignore[no-any-return]
+
+        assert [ask(f"q{i}") for i in range(5)] == [f"answer to q{i}" for i in range(5)]
+        with ThreadPoolExecutor(8) as pool:
+            questions = [f"racer {i}" for i in range(8)]
+            assert list(pool.map(ask, questions)) == [f"answer to {q}" for q in questions]
+
+
+def test_through_the_gateway_streams_reuse_their_connection_and_end_at_the_request_timeout() -> None:
+    async def handler(peer: Peer) -> None:
+        while (body := await peer.request()) is not None:
+            question = orjson.loads(body)["messages"][0]["content"]
+            await peer.send(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            await peer.send(sse_chunk("answer to "), sse_chunk(question))
+            if question == "forever":  # a token every 0.1 s, never an end: the 2 s request timeout ends it
+                while True:
+                    await asyncio.sleep(0.1)
+                    await peer.send(sse_chunk("."))
+            await peer.send(sse_chunk(None, "stop"), b"e\r\ndata: [DONE]\n\n\r\n")
+            await peer.send(b"0\r\n\r\n")  # the body's end in a read of its own
+
+    with serve_in_thread(handler) as (url, server), run_proxy(gateway_config(url)) as proxy:
+        def stream(question: str) -> list[bytes]:
+            with httpx.stream("POST", proxy.v1 + "/chat/completions", timeout=10,
+                              json={"model": "m", "stream": True,
+                                    "messages": [{"role": "user", "content": question}]}) as reply:
+                assert reply.status_code == 200
+                return sse_events(reply)
+
+        for i in range(3):
+            events = stream(f"s{i}")
+            assert events[-1] == b"[DONE]"
+            text = "".join(orjson.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+            assert text == f"answer to s{i}"
+        assert server.connections == 1, "[DONE] and the chunked end apart still leave the connection reusable"
+        events = stream("forever")
+        assert events[-1] != b"[DONE]"
+        error = orjson.loads(events[-1])["error"]
+        assert error["type"] == "timeout_error" and "within 2 s" in error["message"], error
+        assert sum(1 for e in events if b'"error"' in e) == 1
+
+
+def test_https_proxies_from_the_environment_send_through_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert env_proxy_for("https://api.example.com/v1") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert env_proxy_for("https://api.example.com/v1") == "http://proxy.internal:3128"
+    assert env_proxy_for("http://api.example.com/v1") is None, "HTTPS_PROXY is for https upstreams"
+    monkeypatch.setenv("NO_PROXY", "example.com")
+    assert env_proxy_for("https://api.example.com/v1") is None
+    monkeypatch.delenv("NO_PROXY")
+    provider = OpenAIProvider(ProviderConfig(name="up", type="openai",
+                                             settings={"api_key": "k", "base_url": "https://api.example.com/v1"}))
+    assert provider._sender.via_sdk, "an HTTPS proxy applies: the SDK's httpx stack (which speaks CONNECT) sends"
+
+
+async def test_the_default_tls_context_trusts_ssl_cert_file(tmp_path: Path) -> None:
+    """A fresh process each: the context is built once, from OpenSSL's default paths, which SSL_CERT_FILE overrides."""
+    server_tls, _ = self_signed(tmp_path)
+    code = (
+        "import asyncio, sys\n"
+        "from translators.http import Client, UpstreamConnectError\n"
+        "async def main():\n"
+        "    try:\n"
+        "        r = await Client(sys.argv[1], {}).send('/chat', b'{}')\n"
+        "        print((await r.aread()).decode())\n"
+        "    except UpstreamConnectError:\n"
+        "        print('refused')\n"
+        "asyncio.run(main())\n"
+    )
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await read_request(reader) is not None:
+                writer.write(response(b"trusted"))
+        except (ConnectionError, ssl.SSLError):
+            pass
+        writer.close()
+
+    base = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+
+    async def run(port: int, env: dict[str, str]) -> str:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, f"https://localhost:{port}/v1", stdout=asyncio.subprocess.PIPE,
+            env={**base, **env}, cwd=Path(__file__).parent.parent)
+        out, _ = await asyncio.wait_for(process.communicate(), 30)
+        return out.decode().strip()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_tls)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await run(port, {}) == "refused", "verification is on: the system store does not know this certificate"
+        assert await run(port, {"SSL_CERT_FILE": str(tmp_path / "cert.pem")}) == "trusted"
+    finally:
+        server.close()

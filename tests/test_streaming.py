@@ -10,6 +10,7 @@ import pytest
 
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError
 from proxy.schemas import CHAT_REQUEST, EMBEDDING_REQUEST, parse_json_object, validate
+from proxy import sse
 from proxy.sse import iter_chunk_batches, iter_sse_batches, iter_sse_data
 from proxy.streaming import StreamRelay, relay
 
@@ -104,6 +105,15 @@ async def test_sse_decoder_handles_framing() -> None:
     assert got == [b'{"a":1}', b"x", b"l1\nl2", b"[DONE]", b"tail"]
     batches = [b async for b in iter_sse_batches(chunks_of(raw))]
     assert batches == [[b'{"a":1}'], [b"x", b"l1\nl2"], [b"[DONE]"], [b"tail"]]
+
+
+async def test_sse_line_split_over_many_reads_is_joined_once_and_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    pieces = [b"data: "] + [b"x" * 7] * 20000 + [b"\n\n", b"data: next\n\n"]
+    got = [d async for d in iter_sse_data(chunks_of(pieces))]
+    assert got == [b"x" * 140000, b"next"]
+    monkeypatch.setattr(sse, "MAX_LINE_BYTES", 1000)
+    with pytest.raises(UpstreamError, match="longer than 1000 bytes"):
+        [d async for d in iter_sse_data(chunks_of([b"data: "] + [b"x" * 7] * 200))]
 
 
 async def test_chunk_batches_keep_what_came_before_a_failure_and_stop_at_the_end() -> None:
