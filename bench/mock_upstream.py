@@ -1,7 +1,8 @@
 """A mock LLM upstream fast enough never to be the bottleneck: raw asyncio + httptools, pre-serialised bodies.
 
 Serves OpenAI `/v1/chat/completions` and Anthropic `/v1/messages`, non-stream and
-N-chunk SSE (with usage), keep-alive. Usage: python -m bench.mock_upstream PORT [CHUNKS]
+N-chunk SSE (with usage), keep-alive. Streams have a content-length; for the
+upstream model `bench-chunked` the OpenAI stream comes chunked, one chunk per event. Usage: python -m bench.mock_upstream PORT [CHUNKS]
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ def openai_stream(chunks: int) -> bytes:
     events += [{**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
                {**base, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks}}]
     return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+
+
+def chunked(body: bytes, content_type: bytes) -> bytes:
+    """The stream as real upstreams frame it: one HTTP chunk per SSE event (all in one write here)."""
+    events = [event + b"\n\n" for event in body.split(b"\n\n") if event]
+    return (b"HTTP/1.1 200 OK\r\ncontent-type: " + content_type + b"\r\ntransfer-encoding: chunked\r\n\r\n"
+            + b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n")
 
 
 def anthropic_stream(chunks: int) -> bytes:
@@ -85,6 +93,8 @@ class Upstream(asyncio.Protocol):
     def on_message_complete(self) -> None:
         stream = b'"stream":true' in self.body or b'"stream": true' in self.body
         key = (b"anthropic" if self.url.endswith(b"/messages") else b"openai", stream)
+        if stream and b"bench-chunked" in self.body:
+            key = (b"openai-chunked", True)
         self.transport.write(self.responses[key])  # type: ignore[attr-defined]
         self.body = b""
 
@@ -93,6 +103,7 @@ async def serve(port: int, chunks: int) -> None:
     responses = {
         (b"openai", False): response(OPENAI_JSON, b"application/json"),
         (b"openai", True): response(openai_stream(chunks), b"text/event-stream"),
+        (b"openai-chunked", True): chunked(openai_stream(chunks), b"text/event-stream"),
         (b"anthropic", False): response(ANTHROPIC_JSON, b"application/json"),
         (b"anthropic", True): response(anthropic_stream(chunks), b"text/event-stream"),
     }

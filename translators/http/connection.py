@@ -58,14 +58,29 @@ class ChunkedDecoder:
         self._left = 0  # bytes of the current chunk's data still to come
         self._state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers
 
-    def feed(self, data: bytes) -> tuple[list[bytes], bool, bytes]:
+    def feed(self, data: bytes) -> tuple[bytes, bool, bytes]:
         buffer = self._buffer + data if self._buffer else data
         out: list[bytes] = []
         pos, size = 0, len(buffer)
+        if self._state == 0:  # whole chunks with a bare size line, the usual shape: a tight loop
+            find, append = buffer.find, out.append
+            while True:
+                end = find(b"\r\n", pos)
+                if end < 0 or end - pos > 15:
+                    break
+                line = buffer[pos:end]
+                if not line or line.strip(_HEX):
+                    break  # extensions, whitespace or garbage: the general loop below decides
+                left = int(line, 16)
+                stop = end + 2 + left
+                if not left or buffer[stop:stop + 2] != b"\r\n":
+                    break
+                append(buffer[end + 2:stop])
+                pos = stop + 2
         while pos < size:
             if self._state == 1:
                 take = min(self._left, size - pos)
-                out.append(buffer[pos:pos + take] if take < size or pos else buffer)
+                out.append(buffer[pos:pos + take])
                 pos += take
                 self._left -= take
                 if self._left:
@@ -89,17 +104,27 @@ class ChunkedDecoder:
                 if self._state == 3:
                     if not line:  # the empty line after the trailers: the body's end
                         self._buffer = b""
-                        return out, True, buffer[pos:]
+                        return b"".join(out), True, buffer[pos:]
                     continue  # a trailer field: not merged into the answer's headers
-                digits = line.partition(b";")[0].rstrip(b" \t")
+                semi = line.find(b";")
+                digits = line if semi < 0 else line[:semi].rstrip(b" \t")
                 if not digits or digits.strip(_HEX) or len(digits) > 15:
                     raise ValueError(f"bad chunk size line {line[:40]!r}")
-                self._left = int(digits, 16)
-                self._state = 1 if self._left else 3
+                left = int(digits, 16)
+                if not left:
+                    self._state = 3
+                    continue
+                stop = pos + left
+                if buffer[stop:stop + 2] == b"\r\n":  # the whole chunk is here (the usual case)
+                    out.append(buffer[pos:stop])
+                    pos = stop + 2
+                else:
+                    self._left = left
+                    self._state = 1
         self._buffer = buffer[pos:]
         if self._state == 3 and len(self._buffer) > MAX_HEAD:
             raise ValueError("chunked trailers too long")
-        return out, False, b""
+        return b"".join(out), False, b""
 
 
 def _decoder(encoding: bytes) -> zlib._Decompress | None:
@@ -128,10 +153,13 @@ class Connection(asyncio.Protocol):
         self._fd = -1
         self._waiter: asyncio.Future[None] | None = None
         self._drain_timer: asyncio.TimerHandle | None = None
+        self._stage = _HEAD
+        self._chunked: ChunkedDecoder | None = None
         self._reset()
 
     def _reset(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        if self._stage != _DONE or self._chunked is not None:  # llhttp is mid-message: a fresh one
+            self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: collections.deque[bytes] = collections.deque()
@@ -189,8 +217,8 @@ class Connection(asyncio.Protocol):
                 self.parser.feed_data(data)
                 return
             if stage == _CHUNKED:
-                pieces, finished, data = self._chunked.feed(data)  # type: ignore[union-attr]
-                for piece in pieces:
+                piece, finished, data = self._chunked.feed(data)  # type: ignore[union-attr]
+                if piece:
                     self._deliver(piece)
                 if finished:
                     self._finish()

@@ -1,0 +1,126 @@
+"""The upstream HTTP client, side by side in one run: before (a git revision), the lean client, aiohttp's.
+
+    python -m bench.compare [--baseline REV] [--seconds 3] [--rounds 2]
+
+Starts the mock upstream and one `omni-llm serve` per variant (all pinned to core 0;
+mock and load driver on core 1), then drives each row on each variant in turn:
+OpenAI non-stream and 20-chunk streams at c=1 and c=32, and a stream framed as real
+upstreams frame it (chunked, one chunk per event). "before" runs the gateway from
+`git archive REV` (default: the commit before the client rework); "aiohttp" is the
+current tree with `OMNI_LLM_UPSTREAM_CLIENT=aiohttp`. Each cell is the median over
+rounds. Prints a markdown table and appends it to bench/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from bench.run import CHAT, ROOT, cpu_seconds, drive, free_port, gateway_config, pin, python_env, wait_port
+
+BASELINE = "8403e25"  # main before issue 13's client rework
+ROWS = [
+    ("OpenAI non-stream", CHAT, 1),
+    ("OpenAI non-stream", CHAT, 32),
+    ("OpenAI stream", {**CHAT, "stream": True}, 1),
+    ("OpenAI stream", {**CHAT, "stream": True}, 32),
+    ("OpenAI stream, chunked upstream", {**CHAT, "model": "gpt-bench-chunked", "stream": True}, 32),
+]
+
+
+def export(rev: str, into: Path) -> Path:
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def start(tree: Path, config: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port),
+         "--log-level", "warning"], cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=pin(0))
+    wait_port(port)
+    return gateway, port
+
+
+def measure(gateway: subprocess.Popen[bytes], port: int, body: dict, concurrency: int,
+            seconds: float) -> tuple[float, float]:
+    """(req/s, gateway CPU ms per request) of one row on one gateway."""
+    warm = asyncio.run(drive(port, "/v1/chat/completions", body, concurrency, min(0.5, seconds)))
+    if warm.errors or not warm.latencies:
+        raise RuntimeError("a gateway failed the warm-up")
+    before = cpu_seconds(gateway.pid)
+    result = asyncio.run(drive(port, "/v1/chat/completions", body, concurrency, seconds))
+    cpu = (cpu_seconds(gateway.pid) - before) / max(1, len(result.latencies)) * 1000
+    return result.rps, cpu if not result.errors else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--baseline", default=BASELINE)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    pin(1)()
+    upstream_port = free_port()
+    upstream = subprocess.Popen([sys.executable, "-m", "bench.mock_upstream", str(upstream_port), "20"],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, preexec_fn=pin(1))
+    tmp = tempfile.TemporaryDirectory()
+    try:
+        config = Path(tmp.name) / "bench.yaml"
+        config.write_text(gateway_config(upstream_port).replace(
+            "  demo: {provider: demo", "  gpt-bench-chunked: {provider: up, model: bench-chunked}\n  demo: {provider: demo", 1))
+        env = python_env(str(Path(tmp.name) / "pycache"))
+        variants = {
+            f"before ({args.baseline})": (export(args.baseline, Path(tmp.name) / "baseline"), env),
+            "lean client": (ROOT, env),
+            "aiohttp client": (ROOT, {**env, "OMNI_LLM_UPSTREAM_CLIENT": "aiohttp"}),
+        }
+        wait_port(upstream_port)
+        gateways = {name: start(tree, config, variant_env) for name, (tree, variant_env) in variants.items()}
+        # Round-robin over the variants row by row, so a busy moment on the box hits all of them alike.
+        runs: dict[str, list[list[tuple[float, float]]]] = {name: [[] for _ in ROWS] for name in variants}
+        try:
+            for _ in range(args.rounds):
+                for i, (_, body, concurrency) in enumerate(ROWS):
+                    for name, (gateway, port) in gateways.items():
+                        runs[name][i].append(measure(gateway, port, body, concurrency, args.seconds))
+        finally:
+            for gateway, _ in gateways.values():
+                gateway.terminate()
+                gateway.wait()
+    finally:
+        upstream.terminate()
+        upstream.wait()
+        tmp.cleanup()
+    lines = ["| row | conc. | " + " | ".join(f"{name} req/s | {name} CPU ms/req" for name in runs) + " |",
+             "|---|---|" + "---|---|" * len(runs)]
+    for i, (label, _, concurrency) in enumerate(ROWS):
+        cells = []
+        for name in runs:
+            rps = statistics.median(rps for rps, _ in runs[name][i])
+            cpu = statistics.median(cpu for _, cpu in runs[name][i])
+            cells.append(f"{rps:,.0f} | {cpu:.3f}")
+        lines.append(f"| {label} | {concurrency} | " + " | ".join(cells) + " |")
+    lines.append(f"\n- {args.rounds} rounds of {args.seconds:g} s per row (median), 20-chunk streams, gateway on "
+                 "core 0, mock upstream and load driver on core 1")
+    report = "\n".join(lines)
+    print(report)
+    with (ROOT / "bench" / "results.md").open("a") as results:
+        results.write("\n## Upstream client, side by side\n\n" + report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.pop("OMNI_LLM_UPSTREAM_CLIENT", None)
+    sys.exit(main())
