@@ -135,14 +135,25 @@ async def relay(
 ) -> AsyncIterator[bytes]:
     """`deadline`: (loop time, the limit it came from); a stream still open then ends with a timeout error event."""
     error: ProxyError | None = None
+    clock = _Deadline(*deadline) if deadline is not None else None
     try:
         frame: bytes | None = relay_state.frames(first)
         if frame:
             yield frame
-        async for item in (rest if deadline is None else _within(rest, *deadline)):
-            frame = relay_state.frames(item) if type(item) is list else relay_state.frame(item)
-            if frame:
-                yield frame
+        if clock is None:
+            async for item in rest:
+                frame = relay_state.frames(item) if type(item) is list else relay_state.frame(item)
+                if frame:
+                    yield frame
+        else:
+            read = rest.__anext__
+            while True:
+                item = await clock.bound(read)
+                if item is _END:
+                    break
+                frame = relay_state.frames(item) if type(item) is list else relay_state.frame(item)
+                if frame:
+                    yield frame
         if not relay_state.finished:
             raise UpstreamError("upstream stream ended before the answer was complete")
         usage = relay_state.usage_frame()
@@ -151,23 +162,53 @@ async def relay(
         error = on_error(exc)
         yield encode_event(render_error(error))
     finally:
+        if clock is not None:
+            clock.cancel()
         await _aclose(rest)
         on_done(relay_state, error)
 
 
-async def _within(rest: AsyncIterator[Item], deadline: float, limit: float) -> AsyncIterator[Item]:
-    """`rest`, each read bounded by the stream's overall deadline (server.request_timeout_s)."""
-    while True:
+_END = object()  # what `_Deadline.bound` returns when the stream ended
+
+
+class _Deadline:
+    """A stream's overall deadline (server.request_timeout_s): one timer per stream, not a scope per read.
+
+    When it fires during a read of the upstream, that read is cancelled and the
+    cancellation becomes `UpstreamTimeout`; when it fires while a frame is being
+    written to the client, the next read does not start.
+    """
+
+    def __init__(self, at: float, limit: float) -> None:
+        self.limit = limit
+        self.expired = False
+        self._reading = False
+        self._task = asyncio.current_task()
+        self._timer = asyncio.get_running_loop().call_at(at, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self._reading and self._task is not None:
+            self._task.cancel()
+
+    async def bound(self, read: Callable[[], Any]) -> Any:
+        """The next item, or `_END`."""
+        if self.expired:
+            raise UpstreamTimeout(f"stream did not complete within {self.limit:g} s")
+        self._reading = True
         try:
-            async with asyncio.timeout_at(deadline):
-                item = await anext(rest)
+            return await read()
         except StopAsyncIteration:
-            return
-        except TimeoutError:
-            if asyncio.get_running_loop().time() < deadline:
-                raise  # the upstream's own read timeout, not the deadline
-            raise UpstreamTimeout(f"stream did not complete within {limit:g} s") from None
-        yield item
+            return _END
+        except asyncio.CancelledError:
+            if self.expired and self._task is not None and self._task.uncancel() == 0:
+                raise UpstreamTimeout(f"stream did not complete within {self.limit:g} s") from None
+            raise
+        finally:
+            self._reading = False
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 async def _aclose(iterator: AsyncIterator[Item]) -> None:
