@@ -150,7 +150,8 @@ class Connection(asyncio.Protocol):
         self.expires = 0.0  # loop time after which an idle connection is not reused
         self.keep_alive_hint: float | None = None  # the upstream's `Keep-Alive: timeout=N`
         self.in_flight = False
-        self._fd = -1
+        self._poll: select.poll | None = None
+        self._drain_from = 0
         self._waiter: asyncio.Future[None] | None = None
         self._drain_timer: asyncio.TimerHandle | None = None
         self._stage = _HEAD
@@ -181,7 +182,9 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
-        self._fd = sock.fileno() if sock is not None else -1
+        if sock is not None:  # poll, not select: descriptors past 1024 are common in a busy gateway
+            self._poll = select.poll()
+            self._poll.register(sock.fileno(), select.POLLIN)
 
     def data_received(self, data: bytes) -> None:
         if not self.in_flight:  # nobody asked: never let these bytes become the next request's answer
@@ -294,7 +297,7 @@ class Connection(asyncio.Protocol):
             self.error = ResponseTooLarge(f"upstream response larger than {self.max_bytes} bytes")
             raise _Stop("too large")
         if self.draining:
-            if self.total - self.buffered > DRAIN_BYTES:
+            if self.total - self._drain_from > DRAIN_BYTES:
                 raise _Stop("more than a body's end after the stream's end")
             return
         if body:
@@ -356,13 +359,12 @@ class Connection(asyncio.Protocol):
 
     def stale(self) -> bool:
         """An idle connection with anything to read (the upstream's FIN or RST, stray bytes) is not used again."""
-        if self.lost or self._fd < 0:
+        if self.lost or self._poll is None:
             return self.lost
         try:
-            readable, _, _ = select.select([self._fd], [], [], 0)
-        except (OSError, ValueError):
+            return bool(self._poll.poll(0))
+        except OSError:
             return True
-        return bool(readable)
 
     async def wait(self, timeout: float | None) -> None:
         """Until more bytes, the end of the response or a failure arrive."""
@@ -393,6 +395,7 @@ class Connection(asyncio.Protocol):
     def drain(self) -> None:
         """The reader saw the stream's logical end: read what is left of the body, then go back to the pool."""
         self.draining = True
+        self._drain_from = self.total
         self.chunks.clear()
         self.buffered = 0
         if self._paused:
