@@ -8,7 +8,9 @@ OpenAI non-stream and 20-chunk streams at c=1 and c=32, and a stream framed as r
 upstreams frame it (chunked, one chunk per event). "before" runs the gateway from
 `git archive REV` (default: the commit before the client rework); "aiohttp" is the
 current tree with `OMNI_LLM_UPSTREAM_CLIENT=aiohttp`. Each cell is the median over
-rounds. Prints a markdown table and appends it to bench/results.md.
+rounds. Then each client alone, in this process, against the mock: CPU per request
+(the old client is loaded from the baseline's translators/http.py). Prints markdown
+and appends it to bench/results.md.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 from bench.run import CHAT, ROOT, cpu_seconds, drive, free_port, gateway_config, pin, python_env, wait_port
 
@@ -65,6 +69,64 @@ def measure(gateway: subprocess.Popen[bytes], port: int, body: dict, concurrency
     return result.rps, cpu if not result.errors else float("nan")
 
 
+def client_alone(old_module: Path, upstream_port: int, requests: int, rounds: int) -> list[str]:
+    """CPU µs per request of each client on its own, in this process (no gateway): the closest A/B there is."""
+    import importlib.util
+    import json
+
+    from translators.http import Client
+    from translators.http.aio import AiohttpClient
+
+    clients: dict[str, Any] = {}
+    if old_module.exists():
+        spec = importlib.util.spec_from_file_location("bench_old_http", old_module)
+        old = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(old)  # type: ignore[union-attr]
+        clients["before"] = old.Client
+    clients["lean"] = Client
+    clients["aiohttp"] = AiohttpClient
+    bodies = {
+        "non-stream": json.dumps({"model": "bench", "messages": []}).encode(),
+        "20-chunk stream, content-length": json.dumps({"model": "bench", "stream": True}).encode(),
+        "20-chunk stream, chunked": json.dumps({"model": "bench-chunked", "stream": True}).encode(),
+    }
+
+    async def cost(client: Any, body: bytes) -> float:
+        async def loop(count: int) -> None:
+            for _ in range(count):
+                response = await client.send("/chat/completions", body)
+                async for _ in response.aiter_bytes():
+                    pass
+
+        await loop(200)
+        started = time.process_time()
+        await asyncio.gather(*(loop(requests // 8) for _ in range(8)))
+        return (time.process_time() - started) / requests * 1e6
+
+    async def run() -> dict[tuple[str, str], list[float]]:
+        out: dict[tuple[str, str], list[float]] = {}
+        url = f"http://127.0.0.1:{upstream_port}/v1"
+        for _ in range(rounds):
+            for kind, body in bodies.items():
+                for name, cls in clients.items():
+                    client = cls(url, {"authorization": "Bearer bench"})
+                    out.setdefault((kind, name), []).append(await cost(client, body))
+                    await client.aclose()
+        return out
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    found = asyncio.run(run())
+    lines = ["| client alone, CPU µs/request (c=8) | " + " | ".join(clients) + " |", "|---|" + "---|" * len(clients)]
+    for kind in bodies:
+        lines.append(f"| {kind} | " + " | ".join(f"{statistics.median(found[(kind, n)]):.1f}" for n in clients) + " |")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--baseline", default=BASELINE)
@@ -87,6 +149,8 @@ def main() -> int:
             "aiohttp client": (ROOT, {**env, "OMNI_LLM_UPSTREAM_CLIENT": "aiohttp"}),
         }
         wait_port(upstream_port)
+        alone = client_alone(variants[f"before ({args.baseline})"][0] / "translators" / "http.py", upstream_port,
+                             4000 if args.seconds >= 2 else 1000, args.rounds)
         gateways = {name: start(tree, config, variant_env) for name, (tree, variant_env) in variants.items()}
         # Round-robin over the variants row by row, so a busy moment on the box hits all of them alike.
         runs: dict[str, list[list[tuple[float, float]]]] = {name: [[] for _ in ROWS] for name in variants}
@@ -112,6 +176,7 @@ def main() -> int:
             cpu = statistics.median(cpu for _, cpu in runs[name][i])
             cells.append(f"{rps:,.0f} | {cpu:.3f}")
         lines.append(f"| {label} | {concurrency} | " + " | ".join(cells) + " |")
+    lines += [""] + alone
     lines.append(f"\n- {args.rounds} rounds of {args.seconds:g} s per row (median), 20-chunk streams, gateway on "
                  "core 0, mock upstream and load driver on core 1")
     report = "\n".join(lines)

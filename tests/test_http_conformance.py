@@ -34,6 +34,7 @@ FAST = UpstreamLimits(max_connections=100, connect_timeout_s=5.0, read_timeout_s
 
 # Rows that test what only the lean client does, and why aiohttp sits them out.
 ONLY_LEAN = {
+    "test_a_connect_that_hangs_times_out": "the row stalls loop.create_connection, which aiohttp does not call",
     "test_the_upstreams_keep_alive_hint_shortens_the_idle_time": "aiohttp does not read the Keep-Alive hint",
     "test_a_stream_keeps_its_connection_when_done_and_the_body_end_arrive_apart":
         "aiohttp drops a connection whose body was not read to its end; the lean client drains it",
@@ -464,6 +465,20 @@ async def test_timeouts_first_byte_and_gap_between_reads(make: Any) -> None:
         assert loop.time() - started < 2
         assert await ask(make(url, timeout=5, read_timeout_s=0.2), b"drips") == (200, b"answer, drip by drip")
         await client.aclose()
+
+
+async def test_a_connect_that_hangs_times_out(make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def never(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.Event().wait()  # a SYN nobody answers
+
+    monkeypatch.setattr(loop, "create_connection", never)
+    client = make("http://127.0.0.1:9/v1", timeout=5, connect_timeout_s=0.2)
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await ask(client, b"{}")
+    assert loop.time() - started < 2
 
 
 async def test_connect_errors_are_typed(make: Any) -> None:
