@@ -1,6 +1,6 @@
 """The upstream HTTP client, side by side in one run: before (a git revision), the lean client, aiohttp's.
 
-    python -m bench.compare [--baseline REV] [--seconds 3] [--rounds 2]
+    python -m bench.compare [--baseline REV] [--seconds 3] [--rounds 2] [--together]
 
 Starts the mock upstream and one `omni-llm serve` per variant (all pinned to core 0;
 mock and load driver on core 1), then drives each row on each variant in turn:
@@ -30,7 +30,7 @@ from typing import Any
 
 from bench.run import CHAT, ROOT, cpu_seconds, drive, free_port, gateway_config, pin, python_env, wait_port
 
-BASELINE = "8403e25"  # main before issue 13's client rework
+BASELINE = "5132a6f"  # main just before issue 13's client rework (same app code, the old client)
 ROWS = [
     ("OpenAI non-stream", CHAT, 1),
     ("OpenAI non-stream", CHAT, 32),
@@ -67,6 +67,24 @@ def measure(gateway: subprocess.Popen[bytes], port: int, body: dict, concurrency
     result = asyncio.run(drive(port, "/v1/chat/completions", body, concurrency, seconds))
     cpu = (cpu_seconds(gateway.pid) - before) / max(1, len(result.latencies)) * 1000
     return result.rps, cpu if not result.errors else float("nan")
+
+
+def measure_together(gateways: dict[str, tuple[subprocess.Popen[bytes], int]], body: dict, concurrency: int,
+                     seconds: float) -> dict[str, tuple[float, float]]:
+    """Every gateway driven at once, by the same driver: whatever else the box is doing hits them alike."""
+    async def drive_all(duration: float) -> list[Any]:
+        return await asyncio.gather(*(drive(port, "/v1/chat/completions", body, concurrency, duration)
+                                      for _, port in gateways.values()))
+
+    if any(warm.errors or not warm.latencies for warm in asyncio.run(drive_all(min(0.5, seconds)))):
+        raise RuntimeError("a gateway failed the warm-up")
+    before = {name: cpu_seconds(gateway.pid) for name, (gateway, _) in gateways.items()}
+    results = asyncio.run(drive_all(seconds))
+    out = {}
+    for (name, (gateway, _)), result in zip(gateways.items(), results, strict=True):
+        cpu = (cpu_seconds(gateway.pid) - before[name]) / max(1, len(result.latencies)) * 1000
+        out[name] = (result.rps, cpu if not result.errors else float("nan"))
+    return out
 
 
 def client_alone(old_module: Path, upstream_port: int, requests: int, rounds: int) -> list[str]:
@@ -132,7 +150,12 @@ def main() -> int:
     parser.add_argument("--baseline", default=BASELINE)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rows", default="", help="only the rows whose label contains this")
+    parser.add_argument("--no-aiohttp", action="store_true")
+    parser.add_argument("--together", action="store_true",
+                        help="drive all gateways at once (robust on a busy box; req/s is then a share of the driver)")
     args = parser.parse_args()
+    rows = [row for row in ROWS if args.rows in row[0]]
     pin(1)()
     upstream_port = free_port()
     upstream = subprocess.Popen([sys.executable, "-m", "bench.mock_upstream", str(upstream_port), "20"],
@@ -148,15 +171,21 @@ def main() -> int:
             "lean client": (ROOT, env),
             "aiohttp client": (ROOT, {**env, "OMNI_LLM_UPSTREAM_CLIENT": "aiohttp"}),
         }
+        if args.no_aiohttp:
+            del variants["aiohttp client"]
         wait_port(upstream_port)
         alone = client_alone(variants[f"before ({args.baseline})"][0] / "translators" / "http.py", upstream_port,
                              4000 if args.seconds >= 2 else 1000, args.rounds)
         gateways = {name: start(tree, config, variant_env) for name, (tree, variant_env) in variants.items()}
-        # Round-robin over the variants row by row, so a busy moment on the box hits all of them alike.
-        runs: dict[str, list[list[tuple[float, float]]]] = {name: [[] for _ in ROWS] for name in variants}
+        runs: dict[str, list[list[tuple[float, float]]]] = {name: [[] for _ in rows] for name in variants}
         try:
             for _ in range(args.rounds):
-                for i, (_, body, concurrency) in enumerate(ROWS):
+                for i, (_, body, concurrency) in enumerate(rows):
+                    if args.together:
+                        for name, figures in measure_together(gateways, body, concurrency, args.seconds).items():
+                            runs[name][i].append(figures)
+                        continue
+                    # Round-robin over the variants row by row, so a busy moment hits all of them alike.
                     for name, (gateway, port) in gateways.items():
                         runs[name][i].append(measure(gateway, port, body, concurrency, args.seconds))
         finally:
@@ -169,7 +198,7 @@ def main() -> int:
         tmp.cleanup()
     lines = ["| row | conc. | " + " | ".join(f"{name} req/s | {name} CPU ms/req" for name in runs) + " |",
              "|---|---|" + "---|---|" * len(runs)]
-    for i, (label, _, concurrency) in enumerate(ROWS):
+    for i, (label, _, concurrency) in enumerate(rows):
         cells = []
         for name in runs:
             rps = statistics.median(rps for rps, _ in runs[name][i])
@@ -177,8 +206,10 @@ def main() -> int:
             cells.append(f"{rps:,.0f} | {cpu:.3f}")
         lines.append(f"| {label} | {concurrency} | " + " | ".join(cells) + " |")
     lines += [""] + alone
-    lines.append(f"\n- {args.rounds} rounds of {args.seconds:g} s per row (median), 20-chunk streams, gateway on "
-                 "core 0, mock upstream and load driver on core 1")
+    mode = ("all gateways driven at once (req/s is each one's share of one driver)" if args.together
+            else "one gateway at a time, round-robin per row")
+    lines.append(f"\n- {args.rounds} rounds of {args.seconds:g} s per row (median), {mode}, 20-chunk streams, "
+                 "gateways on core 0, mock upstream and load driver on core 1")
     report = "\n".join(lines)
     print(report)
     with (ROOT / "bench" / "results.md").open("a") as results:
