@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from proxy.config import Config, load_config
 from proxy.edge import edge_settings
 from proxy.emf import EmfWriter
+from proxy.errors import ANTHROPIC_PATHS, error_body_for
 from proxy.errors import (
     InvalidRequest,
     ModelNotFound,
@@ -620,6 +621,8 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
                                                status=405, code="method_not_allowed")
         else:
             error = NotFound(f"Unknown route: {request.method} {request.url.path}")
+        if request.url.path.startswith(ANTHROPIC_PATHS):  # Anthropic clients get Anthropic's error shape
+            return _json(error_body_for(request.url.path, error), error.status)
         return gateway.error_response(error)
 
     hot: dict[str, ASGIApp] = {"/chat/completions": Endpoint(gateway, "chat", gateway.chat_completions),

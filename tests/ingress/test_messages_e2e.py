@@ -48,6 +48,7 @@ def test_stream_every_provider(client: anthropic.Anthropic, model: str) -> None:
     assert "content_block_delta" in kinds and "message_delta" in kinds
     assert final.content[0].text == "echo: one two three" and final.model == model
     assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
+    assert final.usage.input_tokens > 0  # message_delta carries the whole usage (OpenAI-shaped upstreams report it last)
 
 
 @pytest.mark.parametrize("model", list(TOOLS))
@@ -238,3 +239,14 @@ def test_claude_code_shaped_request(client: anthropic.Anthropic, model: str) -> 
     assert [(b.name, b.input) for b in final.content if b.type == "tool_use"] == [
         ("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})]
     assert final.stop_reason == "tool_use"
+
+
+@pytest.mark.parametrize(("method", "path", "status", "kind"), [
+    ("GET", "/v1/messages", 405, "invalid_request_error"),
+    ("POST", "/v1/messages/batches", 404, "not_found_error"),
+])
+def test_wrong_method_or_route_in_anthropic_shape(proxy: RunningProxy, method: str, path: str, status: int,
+                                                  kind: str) -> None:
+    response = httpx.request(method, proxy.url + path, headers={"x-api-key": GATEWAY_KEY})
+    assert response.status_code == status
+    assert response.json()["type"] == "error" and response.json()["error"]["type"] == kind
