@@ -313,6 +313,7 @@ class MessagesStreamState:
     open_index: int = -1
     tools: dict[int, int] = field(default_factory=dict)  # OpenAI tool-call index -> block index
     open_tools: list[int] = field(default_factory=list)
+    held: dict[int, JSON] = field(default_factory=dict)  # tool calls not started yet: no name so far
     finish_reason: str | None = None
     extra: JSON = field(default_factory=dict)  # extension fields (rag_context, ...) for the message_start message
 
@@ -368,23 +369,44 @@ def from_openai_chunk(chunk: JSON, state: MessagesStreamState) -> list[Event]:
             _open(state, "text", {"type": "text", "text": ""}, events)
         events.append(_delta(state.open_index, {"type": "text_delta", "text": text}))
     for call in delta.get("tool_calls") or []:
-        position = call.get("index", 0)
-        function = call.get("function") or {}
-        if position not in state.tools:
-            index = _open(state, "tool_use", {"type": "tool_use", "id": call.get("id") or f"toolu_{position}",
-                                              "name": function.get("name") or "", "input": {}}, events)
-            state.tools[position] = index
-            state.open_tools.append(index)
-        if function.get("arguments"):
-            events.append(_delta(state.tools[position], {"type": "input_json_delta",
-                                                         "partial_json": function["arguments"]}))
+        _tool_delta(state, call, events)
     if choice.get("finish_reason") is not None:
         state.finish_reason = choice["finish_reason"]
     return events
 
 
+def _tool_delta(state: MessagesStreamState, call: JSON, events: list[Event]) -> None:
+    """A tool-call delta. A `tool_use` block names its tool when it starts, so a call whose first
+    delta has no name yet (some OpenAI-compatible servers) is held, arguments and all, until it has one."""
+    position = call.get("index", 0)
+    function = call.get("function") or {}
+    arguments = function.get("arguments") or ""
+    if position not in state.tools:
+        held = state.held.setdefault(position, {"id": None, "name": "", "arguments": ""})
+        held["id"] = held["id"] or call.get("id")
+        held["name"] += function.get("name") or ""
+        held["arguments"] += arguments
+        if held["name"]:
+            _start_tool(state, position, events)
+        return
+    if arguments:
+        events.append(_delta(state.tools[position], {"type": "input_json_delta", "partial_json": arguments}))
+
+
+def _start_tool(state: MessagesStreamState, position: int, events: list[Event]) -> None:
+    held = state.held.pop(position)
+    index = _open(state, "tool_use", {"type": "tool_use", "id": held["id"] or f"toolu_{position}",
+                                      "name": held["name"], "input": {}}, events)
+    state.tools[position] = index
+    state.open_tools.append(index)
+    if held["arguments"]:
+        events.append(_delta(index, {"type": "input_json_delta", "partial_json": held["arguments"]}))
+
+
 def end_events(state: MessagesStreamState, usage: JSON | None) -> list[Event]:
     events: list[Event] = []
+    for position in list(state.held):  # never named: sent as they are rather than lost
+        _start_tool(state, position, events)
     _close_open(state, events)
     for index in state.open_tools:
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))

@@ -277,6 +277,7 @@ class ResponsesStreamState:
     items: list[_Item] = field(default_factory=list)
     open_text: _Item | None = None  # the message or reasoning item receiving deltas
     calls: dict[int, _Item] = field(default_factory=dict)  # OpenAI tool-call index -> its item
+    held: dict[int, JSON] = field(default_factory=dict)  # tool calls not added yet: no name so far
     finish_reason: str | None = None
 
 
@@ -353,26 +354,50 @@ def from_openai_chunk(chunk: JSON, state: ResponsesStreamState) -> list[JSON]:
             events.append(_event(state, event, item_id=entry.item["id"], output_index=entry.output_index,
                                  content_index=0, delta=text, **extra))
     for call in delta.get("tool_calls") or []:
-        position = call.get("index", 0)
-        function = call.get("function") or {}
-        call_entry = state.calls.get(position)
-        if call_entry is None:
-            _close_text(state, events)
-            item_id = f"fc_{state.response['id']}_{position}"
-            call_entry = state.calls[position] = _add(state, {
-                "id": item_id, "type": "function_call", "status": "in_progress",
-                "call_id": call.get("id") or item_id, "name": function.get("name") or "", "arguments": ""}, events)
-        if function.get("arguments"):
-            call_entry.text += function["arguments"]
-            events.append(_event(state, "response.function_call_arguments.delta", item_id=call_entry.item["id"],
-                                 output_index=call_entry.output_index, delta=function["arguments"]))
+        _tool_delta(state, call, events)
     if choice.get("finish_reason") is not None:
         state.finish_reason = choice["finish_reason"]
     return events
 
 
+def _tool_delta(state: ResponsesStreamState, call: JSON, events: list[JSON]) -> None:
+    """A tool-call delta. A function_call item names its function when it is added, so a call whose first
+    delta has no name yet (some OpenAI-compatible servers) is held, arguments and all, until it has one."""
+    position = call.get("index", 0)
+    function = call.get("function") or {}
+    arguments = function.get("arguments") or ""
+    entry = state.calls.get(position)
+    if entry is None:
+        held = state.held.setdefault(position, {"id": None, "name": "", "arguments": ""})
+        held["id"] = held["id"] or call.get("id")
+        held["name"] += function.get("name") or ""
+        held["arguments"] += arguments
+        if held["name"]:
+            _add_call(state, position, events)
+        return
+    if arguments:
+        entry.text += arguments
+        events.append(_event(state, "response.function_call_arguments.delta", item_id=entry.item["id"],
+                             output_index=entry.output_index, delta=arguments))
+
+
+def _add_call(state: ResponsesStreamState, position: int, events: list[JSON]) -> None:
+    held = state.held.pop(position)
+    _close_text(state, events)
+    item_id = f"fc_{state.response['id']}_{position}"
+    entry = state.calls[position] = _add(state, {
+        "id": item_id, "type": "function_call", "status": "in_progress", "call_id": held["id"] or item_id,
+        "name": held["name"], "arguments": ""}, events)
+    if held["arguments"]:
+        entry.text = held["arguments"]
+        events.append(_event(state, "response.function_call_arguments.delta", item_id=item_id,
+                             output_index=entry.output_index, delta=held["arguments"]))
+
+
 def end_events(state: ResponsesStreamState, usage: JSON | None) -> list[JSON]:
     events: list[JSON] = []
+    for position in list(state.held):  # never named: sent as they are rather than lost
+        _add_call(state, position, events)
     _close_text(state, events)
     for entry in state.calls.values():
         events.append(_event(state, "response.function_call_arguments.done", item_id=entry.item["id"],

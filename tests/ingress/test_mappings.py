@@ -144,6 +144,37 @@ def test_messages_stream_text_then_interleaved_tools() -> None:
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use" and events[-2][1]["usage"]["output_tokens"] == 3
 
 
+def nameless(index: int, call_id: str | None = None, name: str | None = None, args: str = "") -> dict[str, Any]:
+    """A tool-call delta as some OpenAI-compatible servers send it: the id first, the name later."""
+    call: dict[str, Any] = {"index": index, "function": {"arguments": args}}
+    if call_id:
+        call["id"] = call_id
+    if name:
+        call["function"]["name"] = name
+    return chunk({"tool_calls": [call]})
+
+
+def test_messages_stream_holds_a_tool_call_until_it_has_a_name() -> None:
+    events = messages_events([nameless(0, "c0", args='{"a"'), nameless(0, name="f", args=": 1"), nameless(0, args="}"),
+                              nameless(1, "c1", args="{}"), chunk({}, "tool_calls")])
+    starts = [d["content_block"] for n, d in events if n == "content_block_start"]
+    assert starts == [{"type": "tool_use", "id": "c0", "name": "f", "input": {}},
+                      {"type": "tool_use", "id": "c1", "name": "", "input": {}}]  # never named: not lost
+    args: dict[int, str] = {}
+    for name, data in events:
+        if name == "content_block_delta":
+            args[data["index"]] = args.get(data["index"], "") + data["delta"]["partial_json"]
+    assert args == {0: '{"a": 1}', 1: "{}"}
+
+
+def test_responses_stream_holds_a_tool_call_until_it_has_a_name() -> None:
+    events = responses_events([nameless(0, "c0", args='{"a"'), nameless(0, name="f", args=": 1}"),
+                               chunk({}, "tool_calls")])
+    added = [e["item"] for e in events if e["type"] == "response.output_item.added"]
+    assert [(i["name"], i["call_id"]) for i in added] == [("f", "c0")]
+    assert events[-1]["response"]["output"][0]["arguments"] == '{"a": 1}'
+
+
 def test_messages_encoding_has_event_lines() -> None:
     assert am.encode_events([("ping", {"type": "ping"})]) == b'event: ping\ndata: {"type":"ping"}\n\n'
 
