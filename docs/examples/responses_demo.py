@@ -37,6 +37,19 @@ answer = client.responses.create(model="demo", input="Rome", text={"format": {
 print(answer.output_text)
 # prints: {"city": "Rome"}
 
+# The SDK's parse helper: a Pydantic model as text.format, the answer parsed back into it
+from pydantic import BaseModel
+
+
+class City(BaseModel):
+    city: str
+    population: int
+
+
+parsed = client.responses.parse(model="demo", input="Lisbon", text_format=City)
+print(type(parsed.output_parsed).__name__, parsed.output_parsed.city)
+# prints: City Lisbon
+
 # Legacy text completions: two prompts, echoed
 legacy = client.completions.create(model="demo", prompt=["one", "two"], echo=True, max_tokens=5)
 print([choice.text for choice in legacy.choices])

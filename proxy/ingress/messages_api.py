@@ -225,12 +225,13 @@ async def count_tokens(gateway: Gateway, scope: Scope, receive: Receive, send: S
     deployment = resolve_model(gateway.config, request["model"])[0][1][0]
     provider_config = gateway.config.providers[deployment.provider]
     if provider_config.type == "anthropic" and not provider_config.not_ready:
-        provider = gateway.pool.get(deployment.provider)
         counted: JSON | None = None
+        provider = None
         try:
+            provider = gateway.pool.get(deployment.provider)
             counted = await gateway._bounded(provider.count_tokens(  # type: ignore[attr-defined]
                 {**{k: body[k] for k in _COUNT_FIELDS if k in body}, "model": deployment.model}, deployment))
-        except Exception as exc:  # no counting endpoint (or it failed): the estimate is the answer
+        except Exception as exc:  # SDK missing, no counting endpoint, or it failed: the estimate is the answer
             log.info("count_tokens: upstream count failed (%s), estimating", to_proxy_error(provider, exc).message)
         if isinstance(counted, dict) and isinstance(counted.get("input_tokens"), int):
             await send_json(send, {"input_tokens": counted["input_tokens"]})
