@@ -174,10 +174,12 @@ CLIENT_CLOSED = 499
 class Endpoint:
     """A hot route as a raw ASGI app (no Starlette Request/Response): errors rendered, metrics kept."""
 
-    def __init__(self, gateway: Gateway, route: str, handler: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+    def __init__(self, gateway: Gateway, route: str, handler: Callable[[Scope, Receive, Send], Awaitable[None]],
+                 render: Callable[[ProxyError], JSON] | None = None) -> None:
         self.gateway = gateway
         self.route = route
         self.handler = handler
+        self.render = render or gateway.render_error  # another API's error shape (Anthropic's on /v1/messages)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -189,8 +191,7 @@ class Endpoint:
             fields = scope["state"]["log"]
             fields["error"] = self.gateway.scrub(error.message)
             self._observe(scope, error.status, started)
-            await send_json(watch.send if watch else send, self.gateway.render_error(error), error.status,
-                            error_headers(error))
+            await send_json(watch.send if watch else send, self.render(error), error.status, error_headers(error))
         except ClientGone:
             pass
         except asyncio.CancelledError:
@@ -205,7 +206,7 @@ class Endpoint:
             error = ServerShuttingDown("the server is shutting down; retry the request")
             scope["state"]["log"]["error"] = error.message
             self._observe(scope, error.status, started)
-            await send_json(send, error.to_dict(), error.status)
+            await send_json(send, self.render(error), error.status)
         finally:
             if watch is not None:
                 watch.stop()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.errors import ProxyError
 from proxy.ingress.completions import CompletionsEncoder, from_chat_completion, to_chat_requests
-from proxy.ingress.relay import IngressEndpoint, relay_mapped, stream_headers
+from proxy.ingress.relay import endpoint, relay_mapped, stream_headers
 from proxy.pipeline import add_usage
 from proxy.router import to_proxy_error
 from proxy.schemas import CHAT_REQUEST, parse_json_object, validate
@@ -24,7 +24,7 @@ from translators.base import JSON
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
-    from proxy.app import Gateway
+    from proxy.app import Endpoint, Gateway
     from proxy.router import Served
     from proxy.streaming import Stream
 
@@ -35,8 +35,8 @@ def _render(error: ProxyError, message: str) -> JSON:
     return body
 
 
-def build(gateway: Gateway) -> IngressEndpoint:
-    return IngressEndpoint(gateway, "completions", completions, _render)
+def build(gateway: Gateway) -> Endpoint:
+    return endpoint(gateway, "completions", completions, _render)
 
 
 async def completions(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:

@@ -29,7 +29,7 @@ from proxy.ingress.anthropic_messages import (
     start_events,
     to_openai_request,
 )
-from proxy.ingress.relay import IngressEndpoint, has_extensions, relay_mapped, stream_headers
+from proxy.ingress.relay import endpoint, has_extensions, relay_mapped, stream_headers
 from proxy.router import to_proxy_error
 from proxy.schemas import CHAT_REQUEST, parse_json_object, validate
 from proxy.streaming import StreamRelay
@@ -38,7 +38,7 @@ from translators.base import GATEWAY_FIELDS, JSON
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
-    from proxy.app import Gateway
+    from proxy.app import Endpoint, Gateway
     from proxy.config import Deployment
     from proxy.router import Served
 
@@ -52,12 +52,12 @@ def _render(error: ProxyError, message: str) -> JSON:
     return anthropic_error_body(error, message)
 
 
-def build(gateway: Gateway) -> IngressEndpoint:
-    return IngressEndpoint(gateway, "messages", messages, _render)
+def build(gateway: Gateway) -> Endpoint:
+    return endpoint(gateway, "messages", messages, _render)
 
 
-def build_count_tokens(gateway: Gateway) -> IngressEndpoint:
-    return IngressEndpoint(gateway, "messages", count_tokens, _render)
+def build_count_tokens(gateway: Gateway) -> Endpoint:
+    return endpoint(gateway, "messages", count_tokens, _render)
 
 
 def to_openai_usage(usage: JSON | None) -> JSON:

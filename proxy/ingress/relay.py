@@ -1,5 +1,5 @@
-"""What the Messages, Responses and legacy-completions ingresses share: the endpoint wrapper that
-renders errors in the API's own shape, and the stream relay that maps normalised OpenAI chunks into
+"""What the Messages, Responses and legacy-completions ingresses share: the endpoint (the chat
+route's wrapper, rendering errors in the API's own shape), and the stream relay that maps normalised OpenAI chunks into
 the API's events (proxy/streaming.py's `StreamRelay.normalize` does the normalising; the chat route's
 lifecycle rules hold here too: one error event after the first byte, the upstream closed in `finally`).
 """
@@ -7,19 +7,17 @@ lifecycle rules hold here too: one error event after the first byte, the upstrea
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from proxy.errors import ProxyError, UpstreamError
-from proxy.middleware import error_headers, send_json
 from proxy.streaming import Item, StreamRelay
 from translators.base import JSON
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
-    from proxy.app import Gateway
+    from proxy.app import Endpoint, Gateway
 
 log = logging.getLogger("omni.ingress")
 
@@ -29,31 +27,14 @@ SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-
 Handler = Callable[["Gateway", "Scope", "Receive", "Send"], Awaitable[None]]
 
 
-class IngressEndpoint:
-    """A raw ASGI route: runs `handler`, renders a `ProxyError` with `render` (scrubbed), keeps metrics."""
+def endpoint(gateway: Gateway, route: str, handler: Handler, render: Callable[[ProxyError, str], JSON]) -> Endpoint:
+    """The gateway's hot-route wrapper (client watch, drain, metrics) with this API's error shape."""
+    from proxy.app import Endpoint
 
-    def __init__(self, gateway: Gateway, route: str, handler: Handler,
-                 render: Callable[[ProxyError, str], JSON]) -> None:
-        self.gateway = gateway
-        self.route = route
-        self.handler = handler
-        self.render = render
+    async def bound(scope: Scope, receive: Receive, send: Send) -> None:
+        await handler(gateway, scope, receive, send)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from proxy.app import ClientGone
-
-        started = time.perf_counter()
-        try:
-            await self.handler(self.gateway, scope, receive, send)
-        except ProxyError as error:
-            message = self.gateway.scrub(error.message)
-            fields = scope["state"]["log"]
-            fields["error"] = message
-            self.gateway.metrics.observe(self.route, fields.get("model", ""), fields.get("provider", ""),
-                                         error.status, time.perf_counter() - started)
-            await send_json(send, self.render(error, message), error.status, error_headers(error))
-        except ClientGone:
-            pass
+    return Endpoint(gateway, route, bound, lambda error: render(error, gateway.scrub(error.message)))
 
 
 class Encoder(Protocol):

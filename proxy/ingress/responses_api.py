@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from proxy.errors import ProxyError
-from proxy.ingress.relay import IngressEndpoint, relay_mapped, stream_headers
+from proxy.ingress.relay import endpoint, relay_mapped, stream_headers
 from proxy.ingress.responses import (
     ResponsesStreamState,
     dropped_fields,
@@ -27,7 +27,7 @@ from translators.base import JSON
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
-    from proxy.app import Gateway
+    from proxy.app import Endpoint, Gateway
 
 
 def _render(error: ProxyError, message: str) -> JSON:
@@ -36,8 +36,8 @@ def _render(error: ProxyError, message: str) -> JSON:
     return body
 
 
-def build(gateway: Gateway) -> IngressEndpoint:
-    return IngressEndpoint(gateway, "responses", responses, _render)
+def build(gateway: Gateway) -> Endpoint:
+    return endpoint(gateway, "responses", responses, _render)
 
 
 async def responses(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
