@@ -584,6 +584,7 @@ INGRESS_ROUTES = {
     "/messages/count_tokens": "proxy.ingress.messages_api:build_count_tokens",
     "/responses": "proxy.ingress.responses_api:build",
     "/completions": "proxy.ingress.completions_api:build",
+    "/invoke": "proxy.ingress.invoke_api:build",  # the seed API (CONTRACT §14)
 }
 
 

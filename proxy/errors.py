@@ -199,6 +199,16 @@ def anthropic_error_body(error: ProxyError, message: str | None = None) -> dict[
     return {"type": "error", "error": {"type": kind, "message": error.message if message is None else message}}
 
 
-def error_body_for(path: str, error: ProxyError) -> dict[str, Any]:
-    """The error body in the shape of the API `path` belongs to (Anthropic's for /v1/messages, else OpenAI's)."""
-    return anthropic_error_body(error) if path.startswith(ANTHROPIC_PATHS) else error.to_dict()
+SEED_PATHS = ("/invoke", "/v1/invoke")  # the seed API: its own error shape (CONTRACT §14)
+
+
+def error_body_for(path: str, error: ProxyError, request_id: str = "") -> dict[str, Any]:
+    """The error body in the shape of the API `path` belongs to (Anthropic's for /v1/messages, the seed's
+    for /invoke, else OpenAI's)."""
+    if path.startswith(ANTHROPIC_PATHS):
+        return anthropic_error_body(error)
+    if path in SEED_PATHS:
+        from proxy.ingress.invoke import seed_error_body
+
+        return seed_error_body(error, request_id)
+    return error.to_dict()

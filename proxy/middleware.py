@@ -128,7 +128,8 @@ class GatewayMiddleware:
             if error is _VIRTUAL:
                 error = await self._check_virtual(state, headers)
             if error is not None:
-                await send_json(send_wrapper, error_body_for(scope["path"], error), error.status, error_headers(error))
+                await send_json(send_wrapper, error_body_for(scope["path"], error, request_id), error.status,
+                                error_headers(error))
                 return
             route = self._fast.get(scope["path"]) if scope["method"] == "POST" else None
             await (route or self.app)(scope, self._guarded(receive, headers), send_wrapper)
@@ -140,7 +141,7 @@ class GatewayMiddleware:
             log.exception("unhandled error", extra={"request_id": request_id})
             if status_holder[0] == 0:
                 error = ProxyError("The server had an error processing the request.")
-                await send_json(send_wrapper, error_body_for(scope["path"], error), error.status)
+                await send_json(send_wrapper, error_body_for(scope["path"], error, request_id), error.status)
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 entry = {
