@@ -64,17 +64,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         for d in deployments:
             reason = config.providers[d.provider].not_ready
             rows.append((name, d.provider, d.model, f"not ready: {reason}" if reason else "ready"))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for row in rows:
-        print(_table_row(row, widths))
+    print(_table(rows))
     strategies = [(name, _strategy_status(config, members), ", ".join(members))
                   for name, members in config.strategies.items()]
     if strategies:
         print()
-        rows = [("STRATEGY", "STATUS", "MODELS, IN ORDER"), *strategies]
-        widths = [max(len(r[i]) for r in rows) for i in range(2)]
-        for row in rows:
-            print(_table_row(row, widths))
+        print(_table([("STRATEGY", "STATUS", "MODELS, IN ORDER"), *strategies], last_min=40))
     return 0
 
 
@@ -83,21 +78,28 @@ def _strategy_status(config: Config, members: tuple[str, ...]) -> str:
     return "ready" if ready else "not ready: no member is ready"
 
 
-def _table_row(row: tuple[str, ...], widths: list[int]) -> str:
-    """Fixed columns, then the last cell. A last cell that does not fit in WIDTH wraps: under its
-    column when that is narrow enough, else indented below the row (`not ready:` stays on it)."""
-    head = "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  "
-    last = row[-1]
-    if len(head) + len(last) <= WIDTH:
-        return head + last
+def _table(rows: list[tuple[str, ...]], last_min: int = 12) -> str:
+    """Rows in WIDTH columns. Fixed columns shrink (widest first) and wrap inside their width when the
+    table would be wider; the last cell wraps under its column when that leaves it `last_min`
+    characters, else a `not ready: reason` keeps `not ready:` on the row and the reason goes below."""
     import textwrap
 
-    if len(head) <= WIDTH // 2:
-        lines = textwrap.wrap(last, WIDTH - len(head), break_on_hyphens=False)
-        return head + ("\n" + " " * len(head)).join(lines)
-    label, _, reason = last.partition(": ") if last.startswith("not ready: ") else ("", "", last)
-    below = textwrap.wrap(reason, WIDTH, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False)
-    return "\n".join([head + (label + ":" if label else "").rstrip(), *below]).replace("  \n", "\n")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    while sum(widths) + 2 * len(widths) > WIDTH - last_min and max(widths) > 12:
+        widths[widths.index(max(widths))] -= 1
+    room = WIDTH - sum(widths) - 2 * len(widths)
+    lines: list[str] = []
+    for row in rows:
+        cells = [textwrap.wrap(cell, width, break_on_hyphens=False) or [""] for cell, width in zip(row, widths)]
+        last, below = row[-1], []
+        if len(last) > room and last.startswith("not ready: ") and room < 40:
+            last, below = "not ready:", textwrap.wrap(last[len("not ready: "):], WIDTH - 4, break_on_hyphens=False)
+        cells.append(textwrap.wrap(last, room, break_on_hyphens=False) or [""])
+        for k in range(max(len(c) for c in cells)):
+            parts = [(c[k] if k < len(c) else "").ljust(w) for c, w in zip(cells, [*widths, 0])]
+            lines.append("  ".join(parts).rstrip())
+        lines += ["    " + line for line in below]
+    return "\n".join(lines)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -210,6 +212,73 @@ def test_multiple_workers_serve_and_drain() -> None:
         answers = {httpx.post(running.v1 + "/chat/completions", json=CHAT, headers=AUTH).json()["model"]
                    for _ in range(6)}
         assert answers == {"demo"}
-        assert f"Omni-LLM listening on {running.url} (2 workers)" in running.logs()
+        # Printed by the parent once a worker answered /health (polled: it may follow our first answer).
+        wait_for(lambda: f"Omni-LLM listening on {running.url} (2 workers)" in running.logs())
         running.process.send_signal(signal.SIGTERM)
         assert running.process.wait(timeout=20) == 0
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_workers_announce_listening_only_when_a_worker_answers(tmp_path: Path) -> None:
+    config = tmp_path / "models.yaml"
+    config.write_text(CONFIG)
+    port = free_port()
+    process = subprocess.Popen([*omni_llm_command(), "serve", "--config", str(config), "--port", str(port),
+                                "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == f"Omni-LLM listening on http://127.0.0.1:{port} (2 workers)"
+        # Once announced, a connection is answered at once (a 0.5 s budget, no retry).
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert sock.recv(64).startswith(b"HTTP/1.1 200")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["serve", "--workers", "0"], "--workers: must be at least 1, got 0"),
+    (["serve", "--workers", "-2"], "--workers: must be at least 1, got -2"),
+    (["serve", "--workers", "two"], "--workers: expected a whole number, got 'two'"),
+])
+def test_bad_usage_exits_2(args: list[str], message: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2 and message in result.stderr and "usage:" in result.stderr
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"omni-llm {version('omni-llm')}"
+
+
+@pytest.mark.parametrize("config", ["shipped", "long"])
+def test_models_fits_100_columns(tmp_path: Path, config: str) -> None:
+    path = tmp_path / "models.yaml"
+    if config == "shipped":
+        from proxy.config import default_config_path
+
+        path.write_text(default_config_path().read_text())
+    else:
+        path.write_text("providers:\n  a-rather-long-provider-name: {type: openai, api_key: '${NOPE_UNSET_VARIABLE_X:-}'}\n"
+                        "models:\n" + "".join(f"  model-number-{i}-with-a-long-name: {{provider: a-rather-long-provider-name,"
+                                                f" model: upstream/model-{i}-with-a-long-identifier}}\n" for i in range(3))
+                        + "strategies:\n  everything: [" + ", ".join(f"model-number-{i}-with-a-long-name" for i in range(3))
+                        + "]\n")
+    result = run_cli("models", "--config", str(path), env={"AWS_PROFILE": ""})
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100, "\n".join(line for line in lines if len(line) > 100)
+    assert lines[0].split() == ["MODEL", "PROVIDER", "UPSTREAM", "MODEL", "STATUS"]
+    if config == "long":  # cells wrap in their column; a long reason goes on its own line below the row
+        assert lines[1].startswith("model-number-0-with-a-long") and lines[1].endswith("not ready:")
+        assert "    missing api_key (set NOPE_UNSET_VARIABLE_X)" in lines
+        assert "model-number-2-with-a-long-name" in result.stdout.split("STRATEGY")[1]
