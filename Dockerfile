@@ -45,6 +45,10 @@ ENV PATH=/opt/omni-llm/bin:$PATH \
     AWS_LWA_PORT=8080 \
     AWS_LWA_READINESS_CHECK_PATH=/health \
     AWS_LWA_INVOKE_MODE=response_stream
+# File descriptors: the image sets no limit (a Dockerfile cannot); `serve` raises its soft
+# RLIMIT_NOFILE to the hard limit the runtime gives and keeps server.max_connections (2048) below it
+# minus 64. Lambda: 1,024 descriptors -> at most 960 connections. Elsewhere choose with
+# `docker run --ulimit nofile=65536:65536`. See docs/hardening.md.
 USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/omni-llm-entrypoint"]

@@ -318,3 +318,26 @@ def test_drain_end_sends_server_shutting_down(hanging: HangingUpstream) -> None:
     assert answer.startswith(b"HTTP/1.1 503")
     assert orjson.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "server_shutting_down"
     assert "Traceback" not in logs and "CancelledError" not in logs
+
+
+@pytest.mark.parametrize(("soft", "configured", "effective"), [
+    (1024, 2048, 960),  # AWS Lambda's limit: keep 64 descriptors for upstream connections and files
+    (1_048_576, 2048, 2048),
+    (100, 2048, 36),
+])
+def test_max_connections_stays_below_the_fd_limit(monkeypatch: pytest.MonkeyPatch, soft: int, configured: int,
+                                                  effective: int) -> None:
+    import resource
+
+    from proxy.config import ServerConfig
+    from proxy.edge import EDGE_STATE_KEY, edge_settings
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (soft, 1_048_576))
+    assert edge_settings(ServerConfig(max_connections=configured))[EDGE_STATE_KEY] == (10.0, effective)
+
+
+def test_the_image_documents_its_file_descriptor_limit() -> None:
+    from pathlib import Path
+
+    dockerfile = (Path(__file__).resolve().parent.parent / "Dockerfile").read_text()
+    assert "RLIMIT_NOFILE" in dockerfile and "--ulimit nofile=" in dockerfile and "max_connections" in dockerfile
