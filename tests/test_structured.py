@@ -230,6 +230,22 @@ def test_request_rewrite_per_method() -> None:
     assert "response_format" not in tool
     assert tool["tool_choice"] == {"type": "function", "function": {"name": "person"}}
     assert tool["tools"][0]["function"]["name"] == "person" and tool["tools"][0]["function"]["strict"] is True
+    theirs = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    spec = parse_spec({"format": FMT, "method": "tool"})
+    both = to_structured_request({**body, "tools": [theirs]}, spec)  # type: ignore[arg-type]
+    assert both["tool_choice"] == "required" and [t["function"]["name"] for t in both["tools"]] == [
+        "lookup",
+        "output",
+    ]
+    after = {
+        **body,
+        "tools": [theirs],
+        "messages": [*body["messages"], {"role": "tool", "tool_call_id": "1", "content": "r"}],
+    }
+    assert to_structured_request(after, spec)["tool_choice"] == {
+        "type": "function",
+        "function": {"name": "output"},
+    }  # type: ignore[arg-type]
 
 
 def test_build_refuses_what_it_cannot_honour() -> None:

@@ -52,6 +52,17 @@ def test_final_answer_validated_after_the_tool_round(proxy: RunningProxy) -> Non
     assert response.headers.get_list("x-omni-structured-repairs") == ["0"]
 
 
+def test_method_tool_forces_the_answer_once_tool_results_are_in(proxy: RunningProxy) -> None:
+    body = {**BODY, "structured_output": {**BODY["structured_output"], "method": "tool"}}
+    response = httpx.post(proxy.v1 + "/chat/completions", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    choice = answer["choices"][0]
+    assert choice["finish_reason"] == "stop" and "tool_calls" not in choice["message"]
+    assert set(choice["message"]["parsed"]) == {"answer", "confidence"}
+    assert [t["name"] for t in answer["tool_trace"]] == ["word_count"]
+
+
 def test_streamed(proxy: RunningProxy) -> None:
     with httpx.stream(
         "POST", proxy.v1 + "/chat/completions", json={**BODY, "stream": True}, timeout=60

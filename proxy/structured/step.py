@@ -12,7 +12,8 @@ failure path, so it does not count against a deployment's health.
 A round that ends in calls of other tools (the client's, or MCP's — this step
 runs inside MCP's loop) is passed through unvalidated: only the final answer
 is checked. With `method: tool` and other tools present, `tool_choice` is
-`required` (any tool) rather than ours by name, so those tools stay callable.
+`required` (any tool) rather than ours by name, so those tools stay callable; once their results are in the
+conversation ours is forced, so the loop ends in the answer.
 
 Streams cannot be repaired (the first byte is out): see `streaming.py`.
 """
@@ -91,7 +92,11 @@ def to_structured_request(body: JSON, spec: Spec) -> JSON:
         }
         others = list(body.get("tools") or [])
         out["tools"] = [*others, tool]
-        out["tool_choice"] = "required" if others else {"type": "function", "function": {"name": spec.name}}
+        # With tools of their own the model may call one of those first (`required`: any tool); once their results
+        # are in the conversation, ours is forced, so a tool loop (MCP's, a client's) ends in the answer.
+        answered = bool(body["messages"]) and body["messages"][-1].get("role") == "tool"
+        named = {"type": "function", "function": {"name": spec.name}}
+        out["tool_choice"] = "required" if others and not answered else named
     return out
 
 
