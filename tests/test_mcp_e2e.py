@@ -315,3 +315,22 @@ def test_unknown_server_is_400_and_unreachable_server_is_502_before_the_first_by
         assert down.json()["error"]["code"] == "mcp_server_unavailable"
         assert server in down.json()["error"]["message"] and MCP_TOKEN not in down.text
     assert recorders["gpt"].requests == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_composes_with_structured_output(proxy: RunningProxy, recorders: Any, stream: bool) -> None:
+    """structured_output sits inside the loop: tool rounds pass, the final answer is validated."""
+    script(recorders, "gpt", turn(None, ("c1", "local__add", {"a": 2, "b": 3})), turn('{"sum": 5}'))
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "add"}], "mcp": {"servers": ["local"]},
+            "structured_output": {"format": {"sum": "number"}}}
+    if stream:
+        status, events = stream_raw(proxy, body)
+        assert status == 200 and events[-1] == "[DONE]"
+        text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e["choices"])
+        assert orjson.loads(text) == {"sum": 5}
+        assert [t["result"] for e in events[:-1] if not e["choices"] for t in e["tool_trace"]] == ["5.0"]
+    else:
+        answer = httpx.post(proxy.v1 + "/chat/completions", json=body, timeout=30,
+                            headers={"authorization": f"Bearer {GATEWAY_KEY}"}).json()
+        assert answer["choices"][0]["message"]["parsed"] == {"sum": 5}
+        assert [t["result"] for t in answer["tool_trace"]] == ["5.0"]

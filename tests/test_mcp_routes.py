@@ -84,3 +84,19 @@ async def test_mcp_endpoint_with_the_sdk_client(proxy: RunningProxy, mode: str) 
             assert big.content[0].text == "x" * 50 + "\n[truncated 30 bytes]"  # type: ignore[union-attr]
             unknown = await client.call_tool("local__missing", {})
             assert unknown.is_error
+
+
+def test_stdio_servers_stop_with_the_gateway() -> None:
+    import os
+
+    stdio = f'transport: stdio, command: "{sys.executable}", args: ["{TOOLS_SERVER}"]'
+    with run_proxy(f"providers: {{demo: {{type: mock}}}}\nmodels: {{demo: {{provider: demo}}}}\n"
+                   f"mcp_servers: {{local: {{{stdio}}}}}\n") as running:
+        answer = httpx.post(running.v1 + "/chat/completions", timeout=60, json={
+            "model": "demo", "mcp": {"servers": ["local"]}, "messages": [{"role": "user", "content": "pid please"}]})
+        assert answer.status_code == 200, answer.text
+        pid = int(answer.json()["tool_trace"][0]["result"])
+        os.kill(pid, 0)  # alive while the gateway runs
+    assert running.process.returncode == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -79,13 +79,14 @@ def build(gateway: Any, value: Any, body: JSON) -> McpStep | None:
     if (body.get("n") or 1) > 1:
         raise InvalidRequest("'mcp' runs one conversation: 'n' must be 1", param="n")
     return McpStep(manager_for(gateway), list(dict.fromkeys(servers)), set(tools) if tools is not None else None,
-                   auto_invoke, iterations)
+                   auto_invoke, iterations, getattr(gateway, "tracing", None))
 
 
 class McpStep:
     def __init__(self, manager: McpManager, servers: list[str], tools: set[str] | None, auto_invoke: bool,
-                 max_iterations: int) -> None:
+                 max_iterations: int, tracing: Any = None) -> None:
         self.manager = manager
+        self.tracing = tracing  # proxy.otel.Tracing when traces are on: one span per tool call
         self.servers = servers
         self.tools = tools
         self.auto_invoke = auto_invoke
@@ -147,7 +148,16 @@ class McpStep:
             arguments = orjson.loads(raw) if isinstance(raw, str) else raw
         except orjson.JSONDecodeError:
             return ToolOutcome(entry.server, entry.name, raw, "arguments are not valid JSON", True, 0.0)
-        return await self.manager.call(entry, arguments)
+        if self.tracing is None:
+            return await self.manager.call(entry, arguments)
+        attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": entry.public,
+                      "gen_ai.tool.call.id": str(tool_call.get("id") or ""), "omni_llm.mcp.server": entry.server,
+                      "omni_llm.mcp.tool": entry.name}
+        with self.tracing.span(f"execute_tool {entry.public}", attributes) as span:
+            outcome = await self.manager.call(entry, arguments)
+            if outcome.is_error:
+                span.set_attribute("error.type", "tool_error")
+            return outcome
 
     # -- stream ----------------------------------------------------------------
     async def stream(self, call: ChatCall, nxt: OpenStream) -> Served[Stream]:
