@@ -334,3 +334,20 @@ def test_composes_with_structured_output(proxy: RunningProxy, recorders: Any, st
                             headers={"authorization": f"Bearer {GATEWAY_KEY}"}).json()
         assert answer["choices"][0]["message"]["parsed"] == {"sum": 5}
         assert [t["result"] for t in answer["tool_trace"]] == ["5.0"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_later_round_failing_is_an_error_in_band_once_streaming(proxy: RunningProxy, recorders: Any,
+                                                                  stream: bool) -> None:
+    script(recorders, "gpt", turn("Looking.", ("c1", "local__echo", {"text": "x"})), {"status": 400})
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "go"}], "mcp": {"servers": ["local"]}}
+    if not stream:
+        response = httpx.post(proxy.v1 + "/chat/completions", json=body, timeout=30,
+                              headers={"authorization": f"Bearer {GATEWAY_KEY}"})
+        assert response.status_code == 400 and "scripted failure 400" in response.json()["error"]["message"]
+        return
+    status, events = stream_raw(proxy, body)
+    assert status == 200 and "[DONE]" not in events
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e.get("choices")) == "Looking."
+    assert [t["name"] for e in events if e.get("choices") == [] for t in e.get("tool_trace", [])] == ["echo"]
+    assert "scripted failure 400" in events[-1]["error"]["message"]

@@ -13,7 +13,7 @@ it through the gateway's config:
   endless          streams one chunk every 50 ms for a long time (client-disconnect tests)
   slow-<ms>        waits before answering
   garbage          200 with a body that is not JSON
-  scripted         the recorder's next scripted turn (text and/or tool calls)
+  scripted         the recorder's next scripted turn (text and/or tool calls; {"status": N} fails it)
 
 A text scripted in `recorder.answers` replaces the echo (or, with a `tool_choice`
 naming a function, is that call's arguments).
@@ -86,6 +86,8 @@ def make_app(recorder: Recorder) -> Starlette:
         preface = None  # text before the tool calls of a scripted turn
         if model == "scripted":
             turn = recorder.next_turn()
+            if turn.get("status"):  # a scripted failure of this turn
+                return _error(turn["status"], f"scripted failure {turn['status']}")
             preface, model_calls = turn.get("text"), _calls(turn)
             scripted = preface or ""
         if not body.get("stream"):
