@@ -212,6 +212,7 @@ def test_stream_client_tool_call_is_relayed_with_its_own_index(proxy: RunningPro
     script(recorders, "gpt", turn(None, ("c1", "local__add", {"a": 1, "b": 1}), ("c2", "get_weather", {"city": "Oslo"})))
     status, events = stream_raw(proxy, {"model": "gpt", "messages": [{"role": "user", "content": "go"}],
                                         "tools": [WEATHER], "mcp": {"servers": ["local"]}})
+    assert status == 200 and events[-1] == "[DONE]"
     chunks = [e for e in events[:-1] if e["choices"]]
     deltas = [d for c in chunks for d in c["choices"][0]["delta"].get("tool_calls") or []]
     assert {d["index"] for d in deltas} == {0}
@@ -228,6 +229,7 @@ def test_max_iterations_stops_a_model_that_never_stops(proxy: RunningProxy, reco
             "mcp": {"servers": ["local"], "max_iterations": 2}}
     if stream:
         status, events = stream_raw(proxy, body)
+        assert status == 200 and events[-1] == "[DONE]"
         chunks = [e for e in events[:-1] if e["choices"]]
         text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
         finish = chunks[-1]["choices"][0]["finish_reason"]

@@ -252,6 +252,9 @@ class ServerConnection:
             except Exception as exc:  # the server failed or went away: the model is told, the loop goes on
                 text = f"tool '{entry.name}' failed: {_failure(exc)}"
         duration = round((time.perf_counter() - started) * 1000, 3)
+        # The usage log of tool calls: who ran what, how long, whether it failed (never arguments or results).
+        log.info("mcp tool call server=%s tool=%s duration_ms=%.1f is_error=%s", self.cfg.name, entry.name,
+                 duration, is_error)
         return ToolOutcome(self.cfg.name, entry.name, arguments, truncate(text, self.cfg.max_result_bytes),
                            is_error, duration)
 

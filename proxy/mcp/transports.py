@@ -84,8 +84,12 @@ def _transport(cfg: McpServerConfig, stack: AsyncExitStack) -> Any:
 
 @asynccontextmanager
 async def _streamable_http(cfg: McpServerConfig) -> AsyncIterator[tuple[Any, Any]]:
+    import logging
+
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
+
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per tool call is noise in the gateway's log
 
     # The headers (a bearer token) go on the client itself, so every request carries them:
     # discovery, tools/list and tools/call alike.
