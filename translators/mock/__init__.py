@@ -17,7 +17,8 @@ the load-test target: a plain text request costs a few dict lookups more than
 an echo.
 
 `answer.py` decides what to say (pure), `schema.py` builds JSON Schema
-instances (pure), `provider.py` shapes it into OpenAI responses and chunks.
+instances (pure; `regex.py` for `pattern`), `provider.py` shapes it into
+OpenAI responses, chunks, embeddings and rerank results.
 """
 
 from translators.mock.answer import last_user_text, plan_mock_answer
