@@ -11,10 +11,9 @@ optional items, null or ref-free `anyOf` branches first), so it terminates.
 
 Best effort, and documented as such: `pattern` keeps `text` when it matches,
 else builds the shortest string the regex allows (translators/mock/regex.py);
-`oneOf` takes the
-first branch without checking that no other matches; `not`, `if/then/else`,
-`dependentSchemas` and `propertyNames` are ignored. Pure functions, no I/O,
-no third-party imports (so `import proxy.app` stays light).
+`oneOf` takes the first branch without checking that no other matches; `not`,
+`if/then/else`, `dependentSchemas` and `propertyNames` are ignored. Pure
+functions, no I/O, no third-party imports (so `import proxy.app` stays light).
 """
 
 from __future__ import annotations
