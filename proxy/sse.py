@@ -62,10 +62,18 @@ async def iter_sse_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[b
         yield [b"\n".join(data)]
 
 
-async def iter_sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """Yield the `data` payload of each event of an SSE byte stream (see `iter_sse_batches`)."""
+async def iter_sse_data(chunks: AsyncIterable[bytes], end: bytes | None = None) -> AsyncIterator[bytes]:
+    """Yield the `data` payload of each event of an SSE byte stream (see `iter_sse_batches`).
+
+    Stops at the `end` payload (`[DONE]`, not yielded), telling `chunks` as `iter_chunk_batches` does.
+    """
     async for events in iter_sse_batches(chunks):
         for event in events:
+            if event == end:
+                end_reached = getattr(chunks, "end_reached", None)
+                if end_reached is not None:
+                    end_reached()
+                return
             yield event
 
 

@@ -103,6 +103,7 @@ async def test_sse_decoder_handles_framing() -> None:
            b"data: tail"]
     got = [d async for d in iter_sse_data(chunks_of(raw))]
     assert got == [b'{"a":1}', b"x", b"l1\nl2", b"[DONE]", b"tail"]
+    assert [d async for d in iter_sse_data(chunks_of(raw), end=b"[DONE]")] == [b'{"a":1}', b"x", b"l1\nl2"]
     batches = [b async for b in iter_sse_batches(chunks_of(raw))]
     assert batches == [[b'{"a":1}'], [b"x", b"l1\nl2"], [b"[DONE]"], [b"tail"]]
 

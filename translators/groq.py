@@ -128,7 +128,7 @@ class GroqProvider:
         response = await self._sender.post(CHAT_PATH, body, deployment.timeout_s)
         state = GroqStreamState()
         try:
-            async for data in iter_sse_data(response.aiter_bytes()):
+            async for data in iter_sse_data(response.aiter_bytes(), end=b"[DONE]"):
                 chunk = from_openai_event(data)
                 if chunk is None:
                     break
