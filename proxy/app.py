@@ -286,6 +286,11 @@ class Gateway:
             state["trace_attributes"] = self.tracing.request_attributes(body)
         return ChatCall(body, resolve_chain(self.config, body), state)
 
+    def gated(self, state: dict[str, Any]) -> bool:
+        """Whether a request passes the keys/limits/budget/cache gate: an ingress with a path of its own
+        around the pipeline (e.g. a native pass-through) must take the pipeline instead (no bypass)."""
+        return self.gate_all or "key" in state
+
     async def complete_chat(self, call: ChatCall) -> Served[JSON]:
         """The pipeline for a JSON answer, bounded by `request_timeout_s`."""
         gated = self.gate_all or "key" in call.state

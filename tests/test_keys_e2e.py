@@ -314,3 +314,25 @@ def test_key_restricted_mcp_servers_and_collections(proxy: RunningProxy) -> None
     assert mcp.status_code == 403 and mcp.json()["error"]["code"] == "mcp_server_not_allowed"
     rag = chat(proxy, body["key"], rag={"collection": ["handbook", "secrets"]})
     assert rag.status_code == 403 and rag.json()["error"]["code"] == "collection_not_allowed"
+
+
+def test_other_ingress_apis_pass_the_same_gate(setup: tuple[Path, str], proxy: RunningProxy) -> None:
+    # Messages, Responses and legacy completions go through Gateway.complete_chat/open_chat: same keys, same limits.
+    key, key_id = create_key(setup[0], "--models", "chat", "--rpm", "3")
+    headers = {"authorization": f"Bearer {key}", "anthropic-version": "2023-06-01"}
+    messages = {"model": "chat", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+    first = httpx.post(proxy.v1 + "/messages", json=messages, headers=headers)
+    assert first.status_code == 200, first.text
+    assert first.headers["x-ratelimit-remaining-requests"] == "2"
+    refused = httpx.post(proxy.v1 + "/messages", json={**messages, "model": "other"}, headers=headers)
+    assert refused.status_code == 403
+    assert refused.json()["type"] == "error" and refused.json()["error"]["type"] == "permission_error"
+    responses = httpx.post(proxy.v1 + "/responses", json={"model": "chat", "input": "hi"}, headers=headers)
+    assert responses.status_code == 200, responses.text
+    completions = httpx.post(proxy.v1 + "/completions", json={"model": "chat", "prompt": "hi"}, headers=headers)
+    assert completions.status_code == 200, completions.text
+    limited = httpx.post(proxy.v1 + "/messages", json=messages, headers=headers)
+    assert limited.status_code == 429 and limited.json()["error"]["type"] == "rate_limit_error"
+    assert int(limited.headers["retry-after"]) >= 1
+    routes = sorted(r["status"] for r in usage(proxy, key=key_id)["data"])
+    assert routes == [200, 200, 200, 403, 429]

@@ -80,7 +80,9 @@ async def messages(gateway: Gateway, scope: Scope, receive: Receive, send: Send)
     validate(CHAT_REQUEST, request)
     call = gateway.chat_call(request, scope["state"])
     message_id = f"msg_{scope['state']['request_id']}"
-    native = None if has_extensions(request) else {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
+    # The native pass-through skips the pipeline: not for extensions, nor when keys/limits/budgets/cache apply.
+    native = None if has_extensions(request) or gateway.gated(call.state) else {
+        k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
     if not request.get("stream"):
         if native is None:
             served = await gateway.complete_chat(call)
