@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from typing import Any
@@ -241,3 +242,36 @@ def test_token_estimates() -> None:
     assert tokens.max_completion(body, unbounded=0) == 0
     assert tokens.count_prompt({"input": ["abcd" * 10, "abcd"]}) == 11
     assert tokens.count_completion({"choices": [{"message": {"content": "abcdefgh"}}]}) == 2
+
+
+# -- Redis under load and when it is down ------------------------------------------------
+
+
+async def test_redis_pool_absorbs_a_burst(fresh_redis_url: str) -> None:
+    from proxy.keys.redis import MAX_CONNECTIONS, connect
+
+    limiter = RedisLimiter(connect(fresh_redis_url))
+    burst = 5 * MAX_CONNECTIONS  # more requests at once than the pool has connections: they wait, none fails
+    verdicts = await asyncio.gather(*(limiter.acquire(f"k{i % 7}", 10**6, 0, 0) for i in range(burst)))
+    assert all(v.allowed for v in verdicts)
+
+
+async def test_redis_down_limits_fail_closed_cache_misses() -> None:
+    from proxy.errors import ServiceUnavailable
+    from proxy.keys.cache import RedisCache
+    from proxy.keys.redis import connect
+    from tests.proxy_server import free_port
+
+    client = connect(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+
+    async def load(key_id: str, since: float) -> float:
+        return 0.0
+
+    with pytest.raises(ServiceUnavailable) as info:
+        await RedisLimiter(client).acquire("k", 1, 0, 0)
+    assert info.value.status == 503 and info.value.code == "state_unavailable"
+    with pytest.raises(ServiceUnavailable):
+        await RedisBudget(client, load).reserve("k", 1.0, None, 0.1, time.time())
+    cache = RedisCache(client)
+    assert await cache.get("omni:cache:v1:x") is None
+    await cache.set("omni:cache:v1:x", b"{}", 60)  # logged, not raised

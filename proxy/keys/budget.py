@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.errors import BudgetExceeded
-from proxy.keys.redis import PREFIX
+from proxy.keys.redis import PREFIX, unavailable
 
 PERIODS = ("daily", "weekly", "monthly")
 
@@ -141,10 +141,13 @@ class RedisBudget:
         start, end = period_bounds(period, now)
         slot = f"{PREFIX}budget:{key_id}:{int(start)}"
         ttl = int((end - now) + 86400) if end else 90 * 86400
-        ok, spent = await self._reserve(keys=[slot], args=[budget, estimate, "", ttl])
-        if ok == -1:  # first use of this period anywhere: seed it from the usage log
-            initial = await self._load(key_id, start)
-            ok, spent = await self._reserve(keys=[slot], args=[budget, estimate, repr(initial), ttl])
+        try:
+            ok, spent = await self._reserve(keys=[slot], args=[budget, estimate, "", ttl])
+            if ok == -1:  # first use of this period anywhere: seed it from the usage log
+                initial = await self._load(key_id, start)
+                ok, spent = await self._reserve(keys=[slot], args=[budget, estimate, repr(initial), ttl])
+        except Exception as exc:  # redis.RedisError and connection errors: the driver is imported lazily
+            raise unavailable("budget", exc) from exc
         if not ok:
             raise refuse(float(spent), budget, end, now)
         return Reservation(slot, start, estimate)

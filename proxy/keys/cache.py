@@ -15,6 +15,7 @@ is relayed), replayed as JSON or as a stream, whichever the hit asks for.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -24,6 +25,8 @@ import orjson
 
 from proxy.keys.redis import PREFIX
 from translators.base import JSON
+
+log = logging.getLogger("omni")
 
 # Delivery and bookkeeping fields: the same answer whatever their value.
 NOT_IN_KEY = frozenset({"stream", "stream_options", "cache", "user", "metadata", "store"})
@@ -69,10 +72,17 @@ class RedisCache:
         self._client = client
 
     async def get(self, key: str) -> bytes | None:
-        return await self._client.get(key)  # type: ignore[no-any-return]
+        try:
+            return await self._client.get(key)  # type: ignore[no-any-return]
+        except Exception:  # Redis down: the cache misses, the request goes on
+            log.warning("cache: Redis read failed; answering without the cache", exc_info=True)
+            return None
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self._client.set(key, value, px=max(1, int(ttl_s * 1000)))
+        try:
+            await self._client.set(key, value, px=max(1, int(ttl_s * 1000)))
+        except Exception:
+            log.warning("cache: Redis write failed", exc_info=True)
 
 
 class StreamRecorder:

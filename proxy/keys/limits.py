@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.keys.redis import PREFIX
+from proxy.keys.redis import PREFIX, unavailable
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,10 @@ class RedisLimiter:
         self._pending: set[asyncio.Task[Any]] = set()
 
     async def acquire(self, key_id: str, rpm: int, tpm: int, cost: int) -> Verdict:
-        ok, r, t, wait = await self._acquire(keys=[f"{PREFIX}rl:{key_id}"], args=[rpm, tpm, cost])
+        try:
+            ok, r, t, wait = await self._acquire(keys=[f"{PREFIX}rl:{key_id}"], args=[rpm, tpm, cost])
+        except Exception as exc:  # redis.RedisError and connection errors: the driver is imported lazily
+            raise unavailable("rate-limit", exc) from exc
         return Verdict(bool(ok), max(0, int(float(r))), max(0, int(float(t))), float(wait))
 
     def correct(self, key_id: str, tpm: int, delta: int) -> None:
