@@ -30,6 +30,7 @@ models:
   chat: {{provider: up, model: echo-model, input_cost_per_mtok: 1000, output_cost_per_mtok: 1000}}
   slow: {{provider: up, model: slow-150, input_cost_per_mtok: 1000, output_cost_per_mtok: 1000}}
   other: {{provider: up, model: echo-model}}
+  endless: {{provider: up, model: endless, input_cost_per_mtok: 1000, output_cost_per_mtok: 1000}}
   emb: {{provider: up, model: text-embedding-3-small, mode: embedding, input_cost_per_mtok: 1000}}
   demo: {{provider: demo, model: mock-1}}
 state:
@@ -336,3 +337,24 @@ def test_other_ingress_apis_pass_the_same_gate(setup: tuple[Path, str], proxy: R
     assert int(limited.headers["retry-after"]) >= 1
     routes = sorted(r["status"] for r in usage(proxy, key=key_id)["data"])
     assert routes == [200, 200, 200, 403, 429]
+
+
+def test_a_stream_cut_by_the_client_is_settled(setup: tuple[Path, str], proxy: RunningProxy) -> None:
+    # $1 with a 4096-token worst case at $1000/M: one request at a time. The client leaves mid-stream;
+    # the reservation must be released (settled with what was streamed) or the key would stay blocked.
+    key, key_id = create_key(setup[0], "--budget-usd", "1")
+    body = {"model": "endless", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.stream("POST", proxy.v1 + "/chat/completions", json=body, timeout=30,
+                      headers={"authorization": f"Bearer {key}"}) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        assert sum(1 for line, _ in zip(lines, range(6)) if line.startswith("data: ")) >= 2
+        request_id = response.headers["x-request-id"]
+    deadline = time.monotonic() + 10
+    while True:
+        rows = [r for r in usage(proxy, key=key_id)["data"] if r["request_id"] == request_id]
+        if rows or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert rows and rows[0]["status"] == 499 and rows[0]["completion_tokens"] > 0 and rows[0]["cost_usd"] > 0
+    assert chat(proxy, key).status_code == 200  # nothing is left in flight

@@ -144,15 +144,15 @@ class Gate:
             status = _status(exc)
             raise
         finally:
-            closer = getattr(rest, "aclose", None)
-            if closer is not None:
-                await closer()
             completion = recorder.completion()
-            usage = recorder.usage or _offline_usage(call.body, completion)
+            usage = recorder.usage or _offline_usage(call.body, completion)  # a cut stream: what was sent
             ok = status == 200 and recorder.complete
             if ok and ticket.store_ttl > 0:
                 self._store(ticket, served, completion, call.extra)
             self._settle(ticket, served, usage, status if ok or status != 200 else 502)
+            closer = getattr(rest, "aclose", None)
+            if closer is not None:
+                await closer()
 
     # -- embeddings ----------------------------------------------------------------
     async def embed(self, state: dict[str, Any], body: JSON, chain: list[Link],
@@ -338,7 +338,7 @@ def _offline_usage(body: JSON, result: JSON) -> JSON:
 def _status(exc: BaseException) -> int:
     if isinstance(exc, ProxyError):
         return exc.status
-    return 499 if isinstance(exc, asyncio.CancelledError) else 500
+    return 499 if isinstance(exc, (asyncio.CancelledError, GeneratorExit)) else 500
 
 
 def _limits_text(rpm: int, tpm: int) -> str:
