@@ -657,6 +657,8 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        if gateway.gate is not None:
+            await gateway.gate.start()  # with Redis: listen for other instances' cooldowns
         yield edge_settings(config.server)  # read by `serve`'s HTTP protocol (proxy/edge.py)
         if gateway.gate is not None:
             await gateway.gate.aclose()

@@ -117,3 +117,23 @@ def test_revocation_reaches_other_instances_within_the_ttl(database: str, openai
         while status() != 401:
             assert time.monotonic() < deadline, "instance two still accepts a revoked key"
             time.sleep(0.05)
+
+
+def test_a_cooldown_one_instance_opens_every_instance_observes(tmp_path: Any, openai_upstream: tuple[str, Recorder],
+                                                               fresh_redis_url: str) -> None:
+    text = config_yaml(f"sqlite:///{tmp_path}/state.db", openai_upstream[0], fresh_redis_url).replace(
+        "\nstate:", "\n  broken: {provider: up, model: fail-503}\nstate:") + (
+        "strategies: {resilient: [broken, chat]}\n"
+        "router: {cooldown_failures: 2, cooldown_window_s: 60, cooldown_s: 60}\n")
+    cooling = 'omni_deployment_healthy{provider="up",upstream_model="fail-503"} 0.0'
+    with run_proxy(text) as one, run_proxy(text) as two:
+        for _ in range(2):  # one sees two failures: its circuit opens, and it tells two
+            assert "broken=" in chat(one, MASTER, model="resilient").headers["x-omni-attempts"]
+        assert "broken=" not in chat(one, MASTER, model="resilient").headers["x-omni-attempts"]
+        deadline = time.monotonic() + 5
+        while cooling not in httpx.get(two.url + "/metrics", headers={"authorization": f"Bearer {MASTER}"}).text:
+            assert time.monotonic() < deadline, "instance two never learnt of the cooldown"
+            time.sleep(0.05)
+        # two has never seen broken fail itself, yet skips it.
+        answer = chat(two, MASTER, model="resilient")
+        assert answer.status_code == 200 and "broken=" not in answer.headers["x-omni-attempts"]

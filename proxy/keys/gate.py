@@ -73,8 +73,13 @@ class Gate:
 
             self.redis = connect(redis_url)
             self.limiter: MemoryLimiter | RedisLimiter = RedisLimiter(self.redis)
+            from proxy.keys.health import SharedHealth
+
+            self.health: SharedHealth | None = SharedHealth(config.router, self.redis)
+            gateway.router.health = self.health
             self.budget: MemoryBudget | RedisBudget = RedisBudget(self.redis, self.keys.spent)
         else:
+            self.health = None
             self.limiter = MemoryLimiter()
             self.budget = MemoryBudget(self.keys.spent)
         self.cache: MemoryCache | RedisCache | None = None
@@ -298,7 +303,13 @@ class Gate:
         task.add_done_callback(self._pending.discard)
 
     # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        if self.health is not None:
+            await self.health.start()
+
     async def aclose(self) -> None:
+        if self.health is not None:
+            await self.health.aclose()
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
         await self.limiter.aclose()
