@@ -51,6 +51,20 @@ class Counting:
             return await inner(*args, **kwargs)
 
         client.execute_command = counted
+        make_pipeline = client.pipeline
+
+        def pipeline(*args: Any, **kwargs: Any) -> Any:  # one round trip per execute, however many commands
+            pipe = make_pipeline(*args, **kwargs)
+            run = pipe.execute
+
+            async def execute(*a: Any, **k: Any) -> Any:
+                self.calls += 1
+                return await run(*a, **k)
+
+            pipe.execute = execute
+            return pipe
+
+        client.pipeline = pipeline
 
 
 async def run(n: int, cache: bool, directive: bytes, redis_url: str, gated: bool) -> tuple[float, float | None]:

@@ -71,7 +71,7 @@ def test_two_gateways_enforce_one_rpm(database: str, openai_upstream: tuple[str,
                                       fresh_redis_url: str) -> None:
     one_cm, two_cm = two_gateways(database, openai_upstream, fresh_redis_url)
     with one_cm as one, two_cm as two:
-        key, key_id = create_key(one, rpm=4)
+        key, key_id = create_key(one, rpm=4, budget_usd=100)  # limits and budget in one Redis round trip
         answers = [chat(gateway, key) for gateway in itertools.islice(itertools.cycle([one, two]), 8)]
         assert [a.status_code for a in answers] == [200] * 4 + [429] * 4
         assert answers[3].headers["x-ratelimit-remaining-requests"] == "0"
@@ -85,7 +85,7 @@ def test_two_gateways_share_one_budget_under_a_burst(database: str, openai_upstr
     budget, one_request = 0.05, 0.012
     one_cm, two_cm = two_gateways(database, openai_upstream, fresh_redis_url)
     with one_cm as one, two_cm as two:
-        key, key_id = create_key(one, budget_usd=budget)
+        key, key_id = create_key(one, budget_usd=budget, rpm=100_000)  # limits and budget in one round trip
         targets = [one, two] * 25
         with concurrent.futures.ThreadPoolExecutor(50) as pool:
             answers = list(pool.map(lambda gw: chat(gw, key, model="slow", max_tokens=5), targets))

@@ -132,10 +132,23 @@ class RedisBudget:
     """Spend and reservations in Redis, so every instance checks one budget atomically."""
 
     def __init__(self, client: Any, load_spent: LoadSpent) -> None:
+        self._client = client
         self._load = load_spent
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
         self._pending: set[asyncio.Task[Any]] = set()
+
+    def queue(self, pipe: Any, key_id: str, budget: float, period: str | None, estimate: float,
+              now: float) -> Reservation:
+        """`reserve` as one command of a pipeline, unseeded (a reply of -1 means: call `reserve`)."""
+        start, end = period_bounds(period, now)
+        slot = f"{PREFIX}budget:{key_id}:{int(start)}"
+        ttl = int((end - now) + 86400) if end else 90 * 86400
+        pipe.evalsha(self._reserve.sha, 1, slot, budget, estimate, "", ttl)
+        return Reservation(slot, start, estimate)
+
+    async def load(self) -> None:
+        await self._client.script_load(_RESERVE)
 
     async def reserve(self, key_id: str, budget: float, period: str | None, estimate: float, now: float) -> Reservation:
         start, end = period_bounds(period, now)

@@ -25,8 +25,9 @@ from proxy.errors import InvalidRequest, PermissionDenied, ProxyError, RateLimit
 from proxy.keys import tokens
 from proxy.keys.budget import MemoryBudget, RedisBudget, Reservation
 from proxy.keys.cache import MemoryCache, RedisCache, StreamRecorder, cache_key, iterate, to_chunks
-from proxy.keys.limits import MemoryLimiter, RedisLimiter
+from proxy.keys.limits import MemoryLimiter, RedisLimiter, Verdict
 from proxy.keys.prices import cost_of
+from proxy.keys.redis import unavailable
 from proxy.keys.service import KeyService
 from proxy.keys.store import KeyRecord, UsageRow
 from proxy.router import Served
@@ -207,25 +208,58 @@ class Gate:
         rpm = key.rpm if key.rpm is not None else self.limits.rpm
         tpm = key.tpm if key.tpm is not None else self.limits.tpm
         prompt = tokens.count_prompt(body)
-        if rpm or tpm:
-            estimate = prompt + tokens.max_completion(body, unbounded=0)
-            verdict = await self.limiter.acquire(key.id, rpm, tpm, estimate)
-            headers = state.setdefault("response_headers", [])
-            if rpm:
-                headers += [(b"x-ratelimit-limit-requests", str(rpm).encode()),
-                            (b"x-ratelimit-remaining-requests", str(verdict.remaining_requests).encode())]
-            if tpm:
-                headers += [(b"x-ratelimit-limit-tokens", str(tpm).encode()),
-                            (b"x-ratelimit-remaining-tokens", str(verdict.remaining_tokens).encode())]
-            if not verdict.allowed:
-                raise RateLimited(f"Rate limit reached for key {key.id} ({_limits_text(rpm, tpm)}); "
-                                  f"retry in {verdict.retry_after:.1f} s.", retry_after=math.ceil(verdict.retry_after))
-            ticket.est_tokens, ticket.tpm = estimate, tpm  # taken: corrected when settled
+        estimate = prompt + tokens.max_completion(body, unbounded=0)
+        estimate_usd = 0.0
         if key.budget_usd is not None:
             worst = prompt, tokens.max_completion(body)
             estimate_usd = max((cost_of(d, *worst) for _, deployments in chain for d in deployments), default=0.0)
+        if (rpm or tpm) and key.budget_usd is not None and self.redis is not None:
+            await self._enforce_pipelined(ticket, key, state, rpm, tpm, estimate, estimate_usd)
+            return
+        if rpm or tpm:
+            verdict = await self.limiter.acquire(key.id, rpm, tpm, estimate)
+            _limit_headers(state, rpm, tpm, verdict)
+            if not verdict.allowed:
+                raise _rate_limited(key, rpm, tpm, verdict)
+            ticket.est_tokens, ticket.tpm = estimate, tpm  # taken: corrected when settled
+        if key.budget_usd is not None:
             ticket.reservation = await self.budget.reserve(key.id, key.budget_usd, key.budget_period, estimate_usd,
                                                            time.time())
+
+    async def _enforce_pipelined(self, ticket: Ticket, key: KeyRecord, state: dict[str, Any], rpm: int, tpm: int,
+                                 estimate: int, estimate_usd: float) -> None:
+        """Limits and budget in one Redis round trip (two scripts in one pipeline)."""
+        assert isinstance(self.limiter, RedisLimiter) and isinstance(self.budget, RedisBudget)
+        from redis.exceptions import NoScriptError
+
+        now = time.time()
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            self.limiter.queue(pipe, key.id, rpm, tpm, estimate)
+            reservation = self.budget.queue(pipe, key.id, key.budget_usd or 0.0, key.budget_period, estimate_usd, now)
+            try:
+                limit_reply, budget_reply = await pipe.execute()
+                break
+            except NoScriptError:  # Redis restarted or flushed its scripts: load them, once
+                if attempt == 2:
+                    raise
+                await self.limiter.load()
+                await self.budget.load()
+            except Exception as exc:
+                raise unavailable("rate-limit", exc) from exc
+        verdict = self.limiter.verdict(limit_reply)
+        _limit_headers(state, rpm, tpm, verdict)
+        reserved = int(budget_reply[0]) == 1
+        if not verdict.allowed:
+            if reserved:
+                self.budget.settle(reservation, 0.0)
+            raise _rate_limited(key, rpm, tpm, verdict)
+        ticket.est_tokens, ticket.tpm = estimate, tpm
+        if reserved:
+            ticket.reservation = reservation
+        else:  # refused (raises, the tokens are given back when settled) or this period not seeded yet
+            ticket.reservation = await self.budget.reserve(key.id, key.budget_usd or 0.0, key.budget_period,
+                                                           estimate_usd, now)
 
     def _settle(self, ticket: Ticket, served: Served[Any] | None, usage: JSON | None, status: int,
                 cached: bool = False) -> None:
@@ -340,6 +374,21 @@ def _check_permissions(key: KeyRecord, body: JSON) -> None:
             if name not in key.collections:
                 raise PermissionDenied(f"This key may not use the collection '{name}'.", param="rag.collection",
                                        code="collection_not_allowed")
+
+
+def _limit_headers(state: dict[str, Any], rpm: int, tpm: int, verdict: Verdict) -> None:
+    headers = state.setdefault("response_headers", [])
+    if rpm:
+        headers += [(b"x-ratelimit-limit-requests", str(rpm).encode()),
+                    (b"x-ratelimit-remaining-requests", str(verdict.remaining_requests).encode())]
+    if tpm:
+        headers += [(b"x-ratelimit-limit-tokens", str(tpm).encode()),
+                    (b"x-ratelimit-remaining-tokens", str(verdict.remaining_tokens).encode())]
+
+
+def _rate_limited(key: KeyRecord, rpm: int, tpm: int, verdict: Verdict) -> RateLimited:
+    return RateLimited(f"Rate limit reached for key {key.id} ({_limits_text(rpm, tpm)}); "
+                       f"retry in {verdict.retry_after:.1f} s.", retry_after=math.ceil(verdict.retry_after))
 
 
 def _offline_usage(body: JSON, result: JSON) -> JSON:
