@@ -654,6 +654,10 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
     routes += [Route("/mcp", LazyEndpoint(gateway, "proxy.mcp.server:create_mcp_app"), methods=["GET", "POST", "DELETE"])]
     routes += [Route(path, gateway.errors_rendered(lazy_route(target)), methods=[method])
                for path, method, target in ADMIN_ROUTES]
+    # The web console (proxy/console, loaded on first use): static pages plus its health JSON.
+    routes += [Route(path, gateway.errors_rendered(lazy_route(target)), methods=["GET"])
+               for path, target in (("/ui", "proxy.console.routes:static"), ("/ui/{name}", "proxy.console.routes:static"),
+                                    ("/admin/health", "proxy.console.routes:health"))]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:

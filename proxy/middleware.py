@@ -24,7 +24,8 @@ from proxy.errors import AuthenticationFailed, ProxyError, RequestTimeout, Reque
 access_log = logging.getLogger("omni.access")
 log = logging.getLogger("omni")
 
-_OPEN_PATHS = frozenset({"/health"})
+# The console's static files (proxy/console) hold no data: the login page must load without a key.
+_OPEN_PATHS = frozenset({"/health", "/ui", "/ui/", "/ui/index.html", "/ui/app.js", "/ui/style.css"})
 _VIRTUAL = ProxyError("virtual key lookup pending")  # sentinel: `_check` needs the async key lookup
 
 
