@@ -85,7 +85,7 @@ class ClientWatch:
     finished answer is never cancelled.
 
     That one `receive()` coroutine is driven by future callbacks, as a Task would
-    drive it, but without a Task per request: a Task cost ~10 µs of CPU per request
+    drive it, but without a Task per request: a Task cost 5–10 µs of CPU per request
     (create, schedule, cancel), the callbacks ~2 µs — this is the hot path.
     """
 
