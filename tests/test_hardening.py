@@ -341,3 +341,25 @@ def test_the_image_documents_its_file_descriptor_limit() -> None:
 
     dockerfile = (Path(__file__).resolve().parent.parent / "Dockerfile").read_text()
     assert "RLIMIT_NOFILE" in dockerfile and "--ulimit nofile=" in dockerfile and "max_connections" in dockerfile
+
+
+def test_a_provider_the_sdk_cannot_build_is_503_not_500() -> None:
+    """A setting `check` cannot judge (here a region boto3 refuses) fails the request cleanly."""
+    pytest.importorskip("boto3")
+    from starlette.testclient import TestClient
+
+    from proxy.app import create_app
+    from proxy.config import parse_config
+
+    config = parse_config("""
+providers:
+  aws: {type: bedrock, region: "not a region", aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: secret-key-1234}
+models:
+  claude: {provider: aws, model: anthropic.claude-3-haiku}
+""", {})
+    response = TestClient(create_app(config)).post("/v1/chat/completions", json={
+        "model": "claude", "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "provider_unavailable" and "could not be set up" in error["message"]
+    assert "secret-key-1234" not in response.text
