@@ -6,8 +6,9 @@ deployment the router tries, an Anthropic upstream gets the client's body untouc
 (only `model` becomes the upstream id) and its answer or event stream is relayed as is
 (the `model` field aside, which names the public model as everywhere); any other
 provider gets the translated request and its answer is mapped back. So a chain may mix
-both. A request with a gateway extension field (`rag`, `mcp`, `structured_output`) runs
-the extension pipeline, which works on OpenAI chat, so every deployment is translated.
+both. A request with a gateway extension field (`rag`, `mcp`, `structured_output`), or
+one the key gate applies to (a virtual key; limits, budgets or the cache configured),
+runs the pipeline, which works on OpenAI chat, so every deployment is translated.
 """
 
 from __future__ import annotations
