@@ -129,7 +129,7 @@ def rank(
 ) -> tuple[list[M], str]:
     """`members` sorted by `order` (a member scores as its best deployment) and the reason, for the header."""
     items = list(members)
-    if order == "ordered" or len(items) < 2:
+    if order == "ordered" or not items:
         return items, order
     if order == "latency":
         figures = [_latency(stats, deployments_of(m)) for m in items]
@@ -142,17 +142,20 @@ def rank(
         raise ValueError(f"unknown routing order {order!r}")
     index = sorted(range(len(items)), key=figures.__getitem__)  # stable: ties keep the configured order
     ranked = [items[i] for i in index]
-    first, second = figures[index[0]], figures[index[1]]
+    first = figures[index[0]]
+    second = figures[index[1]] if len(index) > 1 else first
     if order == "latency":
-        if turn % EXPLORE_EVERY == EXPLORE_EVERY - 1:
+        if len(index) > 1 and turn % EXPLORE_EVERY == EXPLORE_EVERY - 1:
             other = index[1 + (turn // EXPLORE_EVERY) % (len(index) - 1)]
             ranked.remove(items[other])
             ranked.insert(0, items[other])
             return ranked, f"latency explore ({_ms(figures[other])})"
-        return ranked, f"latency {_ms(first)}<{_ms(second)}" if first >= 0 else "latency unmeasured"
+        if first < 0:
+            return ranked, "latency unmeasured"
+        return ranked, f"latency {_ms(first)}<{_ms(second)}" if len(index) > 1 else f"latency {_ms(first)}"
     if order == "cost":
         return ranked, f"cost ${first:.6f}" if first != _NO_PRICE else "cost unknown"
-    return ranked, f"least_busy {first:.0f}<={second:.0f}"
+    return ranked, f"least_busy {first:.0f}<={second:.0f}" if len(index) > 1 else f"least_busy {first:.0f}"
 
 
 _NO_PRICE = float("inf")

@@ -170,8 +170,12 @@ class Router:
                     if strategy != requested:  # the model asked for stays first, whatever the fallback's order
                         members.discard(requested)  # type: ignore[arg-type]
                     where = [i for i, (name, _) in enumerate(links) if name in members]
-                    ranked, why = rank(order, [links[i] for i in where], _deployments_of_link, self.stats, needs,
+                    # Members whose providers are not configured go last, unranked: the order (and the
+                    # reason it gives) is about the members that can answer.
+                    usable = [links[i] for i in where if self._ready(links[i])]
+                    ranked, why = rank(order, usable, _deployments_of_link, self.stats, needs,
                                        self.stats.turn(strategy))  # type: ignore[arg-type]
+                    ranked += [links[i] for i in where if not self._ready(links[i])]
                     for i, link in zip(where, ranked):
                         links[i] = link
                     reason = reason or why
@@ -197,6 +201,10 @@ class Router:
                 (ready if available(d) else cooling).append(d)
         # Every deployment cooling down: probe them rather than fail without trying.
         return ready or cooling, skipped, reason
+
+    def _ready(self, link: Link) -> bool:
+        providers = self.config.providers
+        return any(not providers[d.provider].not_ready for d in link[1])
 
     async def run(self, chain: list[Link], request: JSON, mode: str, operation: Operation[T]) -> Served[T]:
         errors: list[ProxyError] = []

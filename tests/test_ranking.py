@@ -230,3 +230,22 @@ def test_the_readme_cost_example() -> None:
     assert [d.name for d in ranked] == ["gpt-mini", "groq-llama", "haiku"] and reason == "cost $0.000325"
     ranked, _ = rank("cost", members, lambda d: (d,), Stats(), lambda: needs_of(prompt), 0)
     assert ranked[0].name == "groq-llama"
+
+
+async def test_members_without_a_configured_provider_go_last_and_do_not_decide() -> None:
+    config = parse_config("""
+providers:
+  demo: {type: mock}
+  unset: {type: openai, api_key: "${NO_SUCH_KEY:-}"}
+models:
+  cheapest-but-off: {provider: unset, model: x, input_cost_per_mtok: 0.001, output_cost_per_mtok: 0.001}
+  local: {provider: demo, model: m, input_cost_per_mtok: 1, output_cost_per_mtok: 1}
+strategies:
+  thrifty: {order: cost, members: [cheapest-but-off, local]}
+""", {})
+    router = Router(config, Pool())  # type: ignore[arg-type]
+    request = {"model": "thrifty", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+    candidates, _, reason = router.plan(
+        [("cheapest-but-off", config.models["cheapest-but-off"]), ("local", config.models["local"])], request)
+    assert [d.name for d in candidates] == ["local", "cheapest-but-off"]
+    assert reason == "cost $0.000011"  # the figure of the member that can answer
