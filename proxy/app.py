@@ -663,7 +663,19 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         if gateway.gate is not None:
             await gateway.gate.start()  # with Redis: listen for other instances' cooldowns
+        shared, sharing = None, None
+        if config.state is not None and config.state.redis_url:  # routing figures shared by every instance
+            from proxy.keys.redis import connect
+            from proxy.shared_routing import SharedRouting
+
+            shared = SharedRouting(gateway.router.stats, connect(config.state.redis_url))
+            sharing = asyncio.get_running_loop().create_task(shared.run())
         yield edge_settings(config.server)  # read by `serve`'s HTTP protocol (proxy/edge.py)
+        if sharing is not None and shared is not None:
+            sharing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sharing
+            await shared.aclose()
         if gateway.gate is not None:
             await gateway.gate.aclose()
         await gateway.pool.aclose()

@@ -45,6 +45,9 @@ class Stats:
         self._latency: dict[tuple[str, str], float] = {}
         self._busy: dict[tuple[str, str], int] = {}
         self._turns: dict[str, int] = {}
+        # What the other instances measured, folded in by proxy/shared_routing.py when Redis is shared.
+        self._others_latency: dict[tuple[str, str], float] = {}
+        self._others_busy: dict[tuple[str, str], int] = {}
 
     def observe(self, d: Deployment, seconds: float) -> None:
         key = _key(d)
@@ -52,7 +55,14 @@ class Stats:
         self._latency[key] = seconds if old is None else old + _ALPHA * (seconds - old)
 
     def latency(self, d: Deployment) -> float | None:
-        return self._latency.get(_key(d))
+        key = _key(d)
+        mine = self._latency.get(key)
+        if not self._others_latency:
+            return mine
+        theirs = self._others_latency.get(key)
+        if mine is None or theirs is None:
+            return theirs if mine is None else mine
+        return (mine + theirs) / 2
 
     def enter(self, d: Deployment) -> None:
         key = _key(d)
@@ -63,7 +73,32 @@ class Stats:
         self._busy[key] = max(0, self._busy.get(key, 0) - 1)
 
     def busy(self, d: Deployment) -> int:
-        return self._busy.get(_key(d), 0)
+        key = _key(d)
+        return self._busy.get(key, 0) + self._others_busy.get(key, 0)
+
+    def snapshot(self) -> dict[str, str]:
+        """This instance's own figures, flat, for the other instances to read."""
+        flat = {f"lat|{p}|{m}": repr(v) for (p, m), v in self._latency.items()}
+        flat.update({f"busy|{p}|{m}": str(n) for (p, m), n in self._busy.items() if n})
+        return flat
+
+    def absorb(self, others: list[dict[str, str]]) -> None:
+        """The other instances' snapshots: their latencies averaged, their in-flight counts summed."""
+        latencies: dict[tuple[str, str], list[float]] = {}
+        busy: dict[tuple[str, str], int] = {}
+        for snapshot in others:
+            for field, value in snapshot.items():
+                kind, _, rest = field.partition("|")
+                provider, _, model = rest.partition("|")
+                try:
+                    if kind == "lat":
+                        latencies.setdefault((provider, model), []).append(float(value))
+                    elif kind == "busy":
+                        busy[(provider, model)] = busy.get((provider, model), 0) + int(value)
+                except ValueError:
+                    continue  # another version's field: not ours to read
+        self._others_latency = {key: sum(values) / len(values) for key, values in latencies.items()}
+        self._others_busy = busy
 
     def turn(self, name: str) -> int:
         """How many requests `name` has routed before this one."""
