@@ -27,6 +27,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from proxy.config import Deployment, ProviderConfig
 
@@ -36,6 +37,7 @@ PROVIDER_NAMES = {
     "gemini": "gcp.gemini", "vertex": "gcp.vertex_ai", "mistral": "mistral_ai", "cohere": "cohere",
     "groq": "groq", "mock": "omni_llm.mock",
 }
+TRACE_CONTEXT = TraceContextTextMapPropagator()  # upstreams get W3C trace context, whatever OTEL_PROPAGATORS says
 # What OTEL_PROPAGATORS may read: W3C trace context and baggage, AWS X-Ray (Lambda sets it).
 _PROPAGATION_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage", b"x-amzn-trace-id"})
 _REQUEST_PARAMS = {
@@ -151,6 +153,13 @@ class Tracing:
     def inject(self, headers: dict[str, str]) -> None:
         """`traceparent` (and `tracestate`) of the current span, for an upstream that accepts them."""
         propagate.inject(headers)
+
+    def upstream_header_lines(self) -> bytes:
+        """The current span's W3C trace context as raw header lines for the lean HTTP client."""
+        carrier: dict[str, str] = {}
+        TRACE_CONTEXT.inject(carrier)
+        return b"".join(f"\r\n{name}: {value}".encode("latin-1") for name, value in carrier.items()
+                        if "\r" not in value and "\n" not in value)
 
     def shutdown(self) -> None:
         self.provider.shutdown()  # flushes what the batch processor still holds

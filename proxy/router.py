@@ -29,6 +29,7 @@ from proxy.errors import (
 )
 from proxy.ranking import Needs, Stats, missing_capability, needs_of, rank
 from proxy.routing import Balancer, Health, Link
+from proxy.tracing import UPSTREAM_TRACE_HEADERS
 from translators import MissingExtra, load_provider_class
 from translators.base import GATEWAY_FIELDS, JSON, Provider
 
@@ -277,7 +278,11 @@ class Router:
             return (error.code or error.type, error.status) if error else (type(exc).__name__, 499)
 
         with self.tracing.attempt(deployment, cfg, "embeddings" if mode == "embedding" else "chat", describe):
-            return await self._bounded_attempt(operation, provider, body, deployment, cfg)
+            token = UPSTREAM_TRACE_HEADERS.set(self.tracing.upstream_header_lines())
+            try:
+                return await self._bounded_attempt(operation, provider, body, deployment, cfg)
+            finally:
+                UPSTREAM_TRACE_HEADERS.reset(token)
 
     async def _bounded_attempt(
         self, operation: Operation[T], provider: Provider, body: JSON, deployment: Deployment, cfg: ProviderConfig

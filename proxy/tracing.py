@@ -11,6 +11,7 @@ or the OpenTelemetry-backed `proxy.otel.Tracing`. On when
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -19,6 +20,11 @@ if TYPE_CHECKING:
     from proxy.otel import Tracing
 
 log = logging.getLogger("omni")
+
+# Header lines (`\r\ntraceparent: ...`) for the upstream request of the current attempt, set by the
+# router while tracing is on and read by the lean HTTP client (translators/http/sender.py): OpenAI,
+# Anthropic, Groq and OpenAI-compatible upstreams accept W3C trace context. Empty when tracing is off.
+UPSTREAM_TRACE_HEADERS: contextvars.ContextVar[bytes] = contextvars.ContextVar("omni_upstream_trace", default=b"")
 
 
 def tracing_wanted(env: Mapping[str, str]) -> bool:

@@ -73,6 +73,18 @@ def traced(openai_upstream: tuple[str, Recorder]) -> Traced:
     return Traced(openai_upstream[0])
 
 
+async def test_the_attempt_span_is_the_upstream_request_parent(openai_upstream: tuple[str, Recorder]) -> None:
+    """W3C trace context goes upstream (OpenAI accepts it): the vendor's spans join the gateway's trace."""
+    traced = Traced(openai_upstream[0])
+    marker = "traceparent check"
+    response = await traced.post("/v1/chat/completions", {"model": "gpt", "messages": [{"role": "user", "content": marker}]})
+    assert response.status_code == 200
+    _, (attempt,) = traced.spans()
+    sent = [r for r in openai_upstream[1].requests if marker in str(r.body)]
+    assert sent and sent[-1].headers["traceparent"].startswith(
+        f"00-{attempt.context.trace_id:032x}-{attempt.context.span_id:016x}-")
+
+
 HI = [{"role": "user", "content": "hi"}]
 
 

@@ -69,7 +69,8 @@ class AiohttpClient:
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
         return self._session
 
-    async def send(self, path: str, body: bytes, timeout: float | None = None) -> AiohttpResponse:
+    async def send(self, path: str, body: bytes, timeout: float | None = None,
+                   extra_headers: bytes = b"") -> AiohttpResponse:
         import aiohttp
 
         timeout = self.timeout if timeout is None else timeout
@@ -78,7 +79,11 @@ class AiohttpClient:
         limits = aiohttp.ClientTimeout(total=None, connect=self.limits.connect_timeout_s, sock_read=gap)
         try:
             async with asyncio.timeout(timeout):
-                response = await session.post(self._base + path, data=body, headers=self._headers, timeout=limits)
+                headers = self._headers
+                if extra_headers:
+                    lines = extra_headers.decode("latin-1").split("\r\n")[1:]
+                    headers = {**headers, **dict(line.split(": ", 1) for line in lines)}
+                response = await session.post(self._base + path, data=body, headers=headers, timeout=limits)
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamConnectError(f"could not connect ({exc})") from exc
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError,

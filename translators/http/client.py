@@ -170,11 +170,13 @@ class Client:
         self._open = 0  # connections open or opening, idle or busy
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    async def send(self, path: str, body: bytes, timeout: float | None = None) -> Response:
-        """POST `body` (JSON) to `base_url + path`; returns once the final status line and headers are in."""
+    async def send(self, path: str, body: bytes, timeout: float | None = None, extra_headers: bytes = b"") -> Response:
+        """POST `body` (JSON) to `base_url + path`; returns once the final status line and headers are in.
+
+        `extra_headers`: raw `\r\nname: value` lines of this request alone (trace context)."""
         timeout = self.timeout if timeout is None else timeout
         head = (f"POST {self._prefix}{path} HTTP/1.1\r\n".encode("latin-1") + self._head
-                + str(len(body)).encode() + b"\r\n\r\n")
+                + str(len(body)).encode() + extra_headers + b"\r\n\r\n")
         conn = self._idle_connection() or await self._new_connection(timeout)
         try:
             if conn.lost:

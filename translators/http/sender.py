@@ -12,6 +12,7 @@ import orjson
 
 from proxy.config import UpstreamLimits
 from proxy.errors import ProxyError, UpstreamError, UpstreamTimeout, parse_retry_after, upstream_status_error
+from proxy.tracing import UPSTREAM_TRACE_HEADERS
 from translators.http.client import Client, PoolTimeout
 from translators.http.connection import ResponseTooLarge, UpstreamConnectError, UpstreamConnectionLost
 
@@ -79,7 +80,7 @@ class SDKSender:
             options = {"timeout": timeout} if timeout else {}
             return await self.sdk.post(path, cast_to=self._raw, body=body, options=options, stream=True,
                                        stream_cls=None)  # type: ignore[no-any-return]
-        response = await self._http.send(path, orjson.dumps(body), timeout)
+        response = await self._http.send(path, orjson.dumps(body), timeout, UPSTREAM_TRACE_HEADERS.get())
         if response.status >= 400:
             raw = await response.aread()
             try:
