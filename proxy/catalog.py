@@ -20,13 +20,17 @@ _SEPARATORS = "-.:@/"
 
 
 @functools.cache
-def _table() -> dict[str, dict[str, Any]]:
-    data = json.loads((Path(__file__).parent / "data" / "catalog.json").read_text())
-    return data["models"]  # type: ignore[no-any-return]
+def _data() -> dict[str, Any]:
+    return json.loads((Path(__file__).parent / "data" / "catalog.json").read_text())  # type: ignore[no-any-return]
+
+
+def table() -> dict[str, dict[str, Any]]:
+    """Every entry: upstream model id (or family prefix) -> its capabilities and prices."""
+    return _data()["models"]  # type: ignore[no-any-return]
 
 
 def as_of() -> str:
-    return str(json.loads((Path(__file__).parent / "data" / "catalog.json").read_text())["as_of"])
+    return str(_data()["as_of"])
 
 
 @functools.lru_cache(maxsize=1024)  # ids come from clients too (PROVIDER/MODEL): bounded
@@ -37,11 +41,11 @@ def lookup(model_id: str) -> dict[str, Any]:
         if model.startswith(prefix):
             model = model[len(prefix):]
             break
-    table = _table()
-    if model in table:
-        return table[model]
+    known_models = table()
+    if model in known_models:
+        return known_models[model]
     best = ""
-    for known in table:
+    for known in known_models:
         if len(known) > len(best) and model.startswith(known) and model[len(known)] in _SEPARATORS:
             best = known
-    return table[best] if best else {}
+    return known_models[best] if best else {}

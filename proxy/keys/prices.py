@@ -1,36 +1,28 @@
-"""The shipped price table (proxy/data/prices.json, dated by its `as_of`) for models without configured prices.
+"""Spend prices: a deployment's own, else the shipped model table's (proxy/catalog.py, dated by `as_of`).
 
-A deployment's own `input_cost_per_mtok` / `output_cost_per_mtok` always win.
-Upstream ids match exactly, else by the longest table entry that prefixes them
-(dated snapshots such as `gpt-4o-2024-08-06` or `...-v1:0` price as their family).
+Config loading already fills a deployment's missing prices from the table;
+`shipped_price` looks up ids that never went through the config (a
+`PROVIDER/MODEL` name is filled as it resolves, too). One table serves spend,
+the `cost` routing order and the capability checks.
 """
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
-import orjson
-
+from proxy.catalog import as_of, lookup, table
 from proxy.config import Deployment
 
-PRICES_PATH = Path(__file__).resolve().parent.parent / "data" / "prices.json"
 
-
-@functools.cache
 def price_table() -> tuple[str, dict[str, tuple[float, float]]]:
-    """(as_of, {upstream model id: (input, output) USD per 1M tokens})."""
-    raw = orjson.loads(PRICES_PATH.read_bytes())
-    return raw["as_of"], {name: (float(i), float(o)) for name, (i, o) in raw["models"].items()}
+    """(as_of, {upstream model id: (input, output) USD per 1M tokens}) of every priced entry."""
+    return as_of(), {name: (float(entry["input_cost_per_mtok"]), float(entry.get("output_cost_per_mtok", 0.0)))
+                     for name, entry in table().items() if "input_cost_per_mtok" in entry}
 
 
-@functools.cache
 def shipped_price(model: str) -> tuple[float, float] | None:
-    table = price_table()[1]
-    if model in table:
-        return table[model]
-    matches = [name for name in table if model.startswith(name)]
-    return table[max(matches, key=len)] if matches else None
+    entry = lookup(model)
+    if "input_cost_per_mtok" not in entry:
+        return None
+    return float(entry["input_cost_per_mtok"]), float(entry.get("output_cost_per_mtok", 0.0))
 
 
 def prices_of(deployment: Deployment) -> tuple[float, float] | None:
