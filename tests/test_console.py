@@ -6,6 +6,7 @@ OMNI_CONSOLE_DOCS=1 they also replace the README's images in docs/console/.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -104,6 +105,13 @@ def go(driver: Any, page: str, ready_css: str) -> None:
         raise AssertionError(f"{error}; the page shows: {driver.find_element(By.ID, 'page').text[:500]!r}") from None
 
 
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
 def test_console_pages_in_a_browser(proxy: RunningProxy, browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -157,6 +165,11 @@ def test_console_pages_in_a_browser(proxy: RunningProxy, browser: Any) -> None:
     assert css("dd[data-header='x-omni-attempts']").text
     assert int(css("dd[data-header='x-omni-latency-ms']").text) >= 0
     shot(driver, "playground")
+    # The structured_output toggle: the streamed answer is JSON of the given format.
+    css("#pg-so").click()
+    css("#pg-send").click()
+    structured = until(lambda: _json_or_none(css("#pg-answer").text), "a structured answer")
+    assert isinstance(structured.get("answer"), str)
 
     # Keys: create (shown once), use, see the spend, revoke.
     go(driver, "keys", "#key-create")

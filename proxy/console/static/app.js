@@ -49,14 +49,17 @@ function show() {
 // ---- pages ------------------------------------------------------------------------------------------
 const PAGES = { models, playground, keys, usage, collections, tools };
 
+let shown = 0; // the latest navigation: a slower, older page load must not replace a newer one
+
 async function route() {
+  const seq = ++shown;
   const name = (location.hash || "#models").slice(1);
   const page = PAGES[name] || models;
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === name));
   const main = $("#page"); main.replaceChildren(h("p", { class: "muted" }, "Loading…"));
-  try { const content = await page(); if ($("#page") === main) main.replaceChildren(...[content].flat(Infinity)); }
-  catch (e) { main.replaceChildren(h("p", { class: "error" }, e.message)); }
-  main.dataset.page = name;
+  try { const content = await page(); if (seq === shown) main.replaceChildren(...[content].flat(Infinity)); }
+  catch (e) { if (seq === shown) main.replaceChildren(h("p", { class: "error" }, e.message)); }
+  if (seq === shown) main.dataset.page = name;
 }
 
 async function models() {
