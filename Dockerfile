@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Omni-LLM: one image for AWS Lambda (streaming, via the Lambda Web Adapter) and for a plain server.
 #
-#   docker build -t omni-llm .                                   # all vendor SDKs
+#   docker build -t omni-llm .                                   # all vendor SDKs + RAG (parsers, local embeddings)
 #   docker build --build-arg EXTRAS=anthropic,bedrock -t omni-llm .   # only these ("" = OpenAI only)
 #   docker buildx build --platform linux/arm64 -t omni-llm .     # Lambda arm64 (the template default)
 #   docker run -p 8000:8080 -e OMNI_LLM_API_KEY=sk-local omni-llm
@@ -35,12 +35,15 @@ COPY deploy/entrypoint.sh /usr/local/bin/omni-llm-entrypoint
 RUN groupadd --system --gid 10001 omni \
  && useradd --system --uid 10001 --gid omni --no-create-home --home-dir /tmp --shell /usr/sbin/nologin omni \
  && chmod 0755 /usr/local/bin/omni-llm-entrypoint
-# HOME=/tmp: on Lambda only /tmp is writable, should an SDK want a cache directory.
+# HOME=/tmp: on Lambda only /tmp is writable, should an SDK want a cache directory. OMNI_LLM_DATA holds the
+# RAG store (rag.db); mount a volume there to keep it. The `rag` extra (in `all`) carries everything RAG needs
+# offline: the WordLlama weights and the cl100k/o200k encodings ship inside their wheels.
 ENV PATH=/opt/omni-llm/bin:$PATH \
     HOME=/tmp \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     OMNI_LLM_CONFIG=/etc/omni-llm/models.yaml \
+    OMNI_LLM_DATA=/tmp/omni-llm \
     PORT=8080 \
     AWS_LWA_PORT=8080 \
     AWS_LWA_READINESS_CHECK_PATH=/health \

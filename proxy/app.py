@@ -230,7 +230,8 @@ class Gateway:
         self.tracing = tracing_from_env(os.environ) if tracing is _FROM_ENV else tracing
         self.router.tracing = self.tracing
         self.emf = EmfWriter(config.metrics.namespace) if config.metrics.emf else None
-        self.mcp: Any = None  # proxy.mcp.manager.McpManager, built on the first request that uses MCP
+        self.mcp: Any = None
+        self.rag: Any = None  # proxy.rag.engine.RagEngine, built on the first request that uses RAG  # proxy.mcp.manager.McpManager, built on the first request that uses MCP
         # Keys, limits, budgets, cache, usage log (proxy/keys): built only when something of it is configured.
         self.gate: Any = None
         if config.server.api_keys or config.state is not None or config.limits.rpm or config.limits.tpm \
@@ -617,6 +618,21 @@ def lazy_route(target: str) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
+# OpenAI-compatible files and vector stores over the RAG engine (CONTRACT §10).
+_RAG_ROUTES = (
+    ("POST", "/files", "create_file"), ("GET", "/files", "list_files"), ("GET", "/files/{file_id}", "get_file"),
+    ("GET", "/files/{file_id}/content", "file_content"), ("DELETE", "/files/{file_id}", "delete_file"),
+    ("POST", "/vector_stores", "create_vector_store"), ("GET", "/vector_stores", "list_vector_stores"),
+    ("GET", "/vector_stores/{vector_store_id}", "get_vector_store"),
+    ("DELETE", "/vector_stores/{vector_store_id}", "delete_vector_store"),
+    ("POST", "/vector_stores/{vector_store_id}/files", "create_vector_store_file"),
+    ("GET", "/vector_stores/{vector_store_id}/files", "list_vector_store_files"),
+    ("GET", "/vector_stores/{vector_store_id}/files/{file_id}", "get_vector_store_file"),
+    ("DELETE", "/vector_stores/{vector_store_id}/files/{file_id}", "delete_vector_store_file"),
+    ("POST", "/vector_stores/{vector_store_id}/search", "search_vector_store"),
+)
+
+
 def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starlette:
     """`tracing`: a `proxy.otel.Tracing` (tests pass one with an in-memory exporter); default from OTEL_*."""
     config = config or load_config()
@@ -658,6 +674,11 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
     routes += [Route(path, gateway.errors_rendered(lazy_route(target)), methods=["GET"])
                for path, target in (("/ui", "proxy.console.routes:static"), ("/ui/{name}", "proxy.console.routes:static"),
                                     ("/admin/health", "proxy.console.routes:health"))]
+    routes += [
+        Route(prefix + path, gateway.errors_rendered(lazy_route(f"proxy.rag.api:{name}")), methods=[method])
+        for method, path, name in _RAG_ROUTES
+        for prefix in ("/v1", "")
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -683,6 +704,8 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
             gateway.tracing.shutdown()
         if gateway.mcp is not None:
             await gateway.mcp.aclose()
+        if gateway.rag is not None:
+            await gateway.rag.aclose()
 
     app = Starlette(
         routes=routes,

@@ -235,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     from proxy.keys.cli import add_keys_parser
 
     add_keys_parser(sub)
+    from proxy.rag.cli import add_rag_parser  # light: its commands import what they need when run
+
+    add_rag_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -115,6 +115,22 @@ class RouterConfig:
     first_token_timeout_s: float = 60.0
 
 
+RAG_STORE_TYPES = ("sqlite",)  # part 2 adds the server-backed stores (pgvector, qdrant, chroma, ...)
+RAG_CHUNKING = ("fixed_size", "character", "recursive", "token", "semantic")
+_RAG_DEFAULT_DB = "${OMNI_LLM_DATA:-./.omni}/rag.db"
+
+
+@dataclass(frozen=True)
+class RagConfig:
+    """The `rag:` section (CONTRACT §10); read by proxy/rag only, on first use."""
+
+    store: Mapping[str, Any] = field(default_factory=dict)  # {type: sqlite, path: ...}
+    allowed_paths: tuple[str, ...] = ()  # folders a request's ad-hoc `sources` may read
+    embedding_model: str | None = None  # None: the config has no embedding model
+    chunking: Mapping[str, Any] = field(default_factory=dict)  # strategy, chunk_size, chunk_overlap, ...
+    collections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # name -> sources, overrides
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
     emf: bool = False  # one CloudWatch Embedded Metric Format line per model request on stdout
@@ -186,6 +202,7 @@ class Config:
     state: StateConfig | None = None  # None: no `state` section (virtual keys still use the default database)
     limits: LimitsConfig = LimitsConfig()
     cache: CacheConfig = CacheConfig()
+    rag: RagConfig = RagConfig()
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -292,7 +309,7 @@ class _Validator:
         if not isinstance(raw, dict):
             raise ConfigError(["(root): expected a mapping with server, providers, models, strategies"])
         for key in raw.keys() - {"server", "providers", "models", "strategies", "router", "metrics", "mcp_servers",
-                                     "state", "limits", "cache"}:
+                                     "state", "limits", "cache", "rag"}:
             self.fail(str(key), "unknown key")
         server = ServerConfig(**self.section(raw.get("server"), "server", ServerConfig))
         router = RouterConfig(**self.section(raw.get("router"), "router", RouterConfig))
@@ -313,7 +330,7 @@ class _Validator:
         if self.problems:
             raise ConfigError(self.problems)
         return Config(server, providers, models, strategies, router, orders=self.orders, metrics=metrics,
-                      mcp_servers=mcp_servers, state=state, limits=limits, cache=cache)
+                      mcp_servers=mcp_servers, state=state, limits=limits, cache=cache, rag=rag)
 
     def state(self, raw: dict[str, Any]) -> StateConfig | None:
         fields = self.section(raw.get("state"), "state", StateConfig)
@@ -568,6 +585,103 @@ class _Validator:
                 if member not in models:
                     self.fail(f"{path}[{i}]", f"unknown model {member!r}")
             out[str(name)] = tuple(names)
+        return out
+
+    # -- rag (CONTRACT §10) ----------------------------------------------------
+    def rag(self, raw: Any, models: Mapping[str, tuple[Deployment, ...]], strategies: Mapping[str, Any]) -> RagConfig:
+        default_model = next((m for m in ("local-embedding", "demo-embedding") if m in models), None)
+        store = {"type": "sqlite", "path": expand(_RAG_DEFAULT_DB, self.env)[0]}
+        if raw is None:
+            return RagConfig(store=store, embedding_model=default_model)
+        if not isinstance(raw, dict):
+            self.fail("rag", f"expected a mapping, got {_kind(raw)}")
+            return RagConfig(store=store, embedding_model=default_model)
+        for key in raw.keys() - {"store", "allowed_paths", "embedding_model", "chunking", "collections"}:
+            self.fail(f"rag.{key}", "unknown key")
+        if raw.get("store") is not None:
+            store = self.rag_store(raw["store"])
+        allowed = tuple(p for p in self.strings(raw.get("allowed_paths") or [], "rag.allowed_paths") if p)
+        model = self.rag_model(raw.get("embedding_model"), "rag.embedding_model", models, strategies) or default_model
+        chunking = self.rag_chunking(raw.get("chunking"), "rag.chunking")
+        collections: dict[str, Mapping[str, Any]] = {}
+        declared = raw.get("collections") or {}
+        if not isinstance(declared, dict):
+            self.fail("rag.collections", f"expected a mapping, got {_kind(declared)}")
+            declared = {}
+        for name, body in declared.items():
+            path = f"rag.collections.{name}"
+            if not isinstance(body, dict):
+                self.fail(path, f"expected a mapping, got {_kind(body)}")
+                continue
+            for key in body.keys() - {"sources", "embedding_model", "chunking"}:
+                self.fail(f"{path}.{key}", "unknown key")
+            collections[str(name)] = {
+                "sources": tuple(self.strings(body.get("sources") or [], f"{path}.sources")),
+                "embedding_model": self.rag_model(body.get("embedding_model"), f"{path}.embedding_model", models,
+                                                  strategies) or model,
+                "chunking": {**chunking, **self.rag_chunking(body.get("chunking"), f"{path}.chunking")},
+            }
+        return RagConfig(store, allowed, model, chunking, collections)
+
+    def rag_store(self, raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            self.fail("rag.store", f"expected a mapping, got {_kind(raw)}")
+            return {}
+        if raw.get("type") not in RAG_STORE_TYPES:
+            self.fail("rag.store.type", f"unsupported store type {raw.get('type')!r} (available: {', '.join(RAG_STORE_TYPES)})")
+            return {}
+        for key in raw.keys() - {"type", "path"}:
+            self.fail(f"rag.store.{key}", f"unknown key for store type '{raw['type']}'")
+        path = self.string(raw.get("path", _RAG_DEFAULT_DB), "rag.store.path")
+        return {"type": raw["type"], "path": path or expand(_RAG_DEFAULT_DB, self.env)[0]}
+
+    def rag_model(self, raw: Any, path: str, models: Mapping[str, tuple[Deployment, ...]],
+                  strategies: Mapping[str, Any]) -> str | None:
+        if raw is None:
+            return None
+        name = self.string(raw, path)
+        if name is None:
+            return None
+        if name in strategies:
+            return name
+        if name not in models:
+            self.fail(path, f"unknown model {name!r}")
+        elif models[name][0].mode != "embedding":
+            self.fail(path, f"model {name!r} is not a `mode: embedding` model")
+        return name
+
+    def rag_chunking(self, raw: Any, path: str) -> dict[str, Any]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.fail(path, f"expected a mapping, got {_kind(raw)}")
+            return {}
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            where = f"{path}.{key}"
+            if key == "strategy":
+                if value not in RAG_CHUNKING:
+                    self.fail(where, f"expected one of {', '.join(RAG_CHUNKING)}, got {value!r}")
+                else:
+                    out[key] = value
+            elif key in ("chunk_size", "chunk_overlap"):
+                number = self.number(value, where, integer=True, minimum=1 if key == "chunk_size" else 0)
+                if number is not None:
+                    out[key] = int(number)
+            elif key == "separators":
+                out[key] = tuple(self.strings(value, where))
+            elif key == "encoding":
+                out[key] = self.string(value, where)
+            elif key == "breakpoint_percentile":
+                number = self.number(value, where)
+                if number is not None and number > 100:
+                    self.fail(where, "must be <= 100")
+                elif number is not None:
+                    out[key] = float(number)
+            else:
+                self.fail(where, "unknown key")
+        if out.get("chunk_overlap", 0) >= out.get("chunk_size", 1 << 30):
+            self.fail(f"{path}.chunk_overlap", "must be smaller than chunk_size")
         return out
 
 

@@ -70,6 +70,12 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class CollectionNotFound(NotFound):
+    """RAG: an unknown collection, vector store or file (CONTRACT §10)."""
+
+    code = "collection_not_found"
+
+
 class RequestTooLarge(ProxyError):
     status = 413
     type = "invalid_request_error"

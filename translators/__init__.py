@@ -106,6 +106,8 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
     "mistral": ProviderType("translators.mistral:MistralProvider", "mistral", "mistralai", _KEYED, credentials=(("api_key",),)),
     "cohere": ProviderType("translators.cohere:CohereProvider", "cohere", "cohere", _KEYED, credentials=(("api_key",),)),
     "groq": ProviderType("translators.groq:GroqProvider", "groq", "groq", _KEYED, credentials=(("api_key",),)),
+    # In-process embeddings (WordLlama, weights in its wheel): offline, no keys; the `rag` extra.
+    "local": ProviderType("translators.local_embedding:LocalEmbeddingProvider", "rag", "wordllama"),
 }
 
 
