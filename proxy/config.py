@@ -327,6 +327,7 @@ class _Validator:
         state = self.state(raw)
         limits = LimitsConfig(**self.section(raw.get("limits"), "limits", LimitsConfig))
         cache = CacheConfig(**self.section(raw.get("cache"), "cache", CacheConfig))
+        rag = self.rag(raw.get("rag"), models, strategies)
         if self.problems:
             raise ConfigError(self.problems)
         return Config(server, providers, models, strategies, router, orders=self.orders, metrics=metrics,

@@ -88,3 +88,24 @@ async def test_request_sources_must_lie_under_allowed_paths(tmp_path: Path) -> N
         assert caught.value.param == "rag.sources" and "allowed_paths" in caught.value.message
     with pytest.raises(InvalidRequest):
         await load_sources([str(allowed)], allowed_paths=[])
+
+
+async def test_url_sources_use_the_safe_fetcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from tests.fakes.server import serve_app
+
+    async def page(request: object) -> Response:
+        return Response(HTML, media_type="text/html; charset=utf-8")
+
+    with serve_app(Starlette(routes=[Route("/garden", page)])) as url:
+        monkeypatch.delenv("OMNI_LLM_ALLOW_PRIVATE_IMAGE_URLS", raising=False)
+        documents, skipped = await load_sources([url + "/garden"])
+        assert documents == [] and "not a public address" in skipped[0].reason  # the gateway never fetches inside
+        monkeypatch.setenv("OMNI_LLM_ALLOW_PRIVATE_IMAGE_URLS", "1")  # tests only: serve from 127.0.0.1
+        documents, skipped = await load_sources([url + "/garden", url + "/missing"])
+    assert [d.source for d in documents] == [url + "/garden"]
+    assert [p.section for p in documents[0].parts] == ["Tomatoes", "Pests"]  # HTML by its media type
+    assert skipped[0].source == url + "/missing" and "404" in skipped[0].reason
