@@ -183,3 +183,26 @@ def test_rrf_fuses_ranks() -> None:
     fused = rrf([[("a", 0.9), ("b", 0.8)], [("b", 5.0), ("c", 1.0)]])
     assert [item for item, _ in fused] == ["b", "a", "c"]
     assert fused[0][1] == pytest.approx((1 / 62 + 1 / 61) / (2 / 61))
+
+
+async def test_keyword_search_skips_words_most_chunks_contain(engine: RagEngine, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy.rag import sqlite_store
+
+    folder = tmp_path / "common"
+    folder.mkdir()
+    for i in range(10):
+        (folder / f"{i}.txt").write_text(f"shared words everywhere, item {i}" + (" unicorns" if i == 3 else ""))
+    collection = await engine.get_or_create("common")
+    await engine.ingest(collection, [str(folder)])
+    monkeypatch.setattr(sqlite_store, "COMMON_WORD_FLOOR", 1)
+    monkeypatch.setattr(sqlite_store, "COMMON_WORD_SHARE", 0.2)
+    store = engine.store
+    assert store._match("shared everywhere unicorns") == '"unicorns"'  # type: ignore[attr-defined]
+    assert store._match("shared everywhere") in ('"shared"', '"everywhere"')  # all common: the rarest stays
+    assert store._match("missing") is None
+    hits = await engine.search([collection], "shared everywhere unicorns", top_k=3, mode="keyword")
+    assert [Path(h.source).name for h in hits] == ["3.txt"]
+    (folder / "3.txt").write_text("no magic here")  # the vocabulary follows changes to the index
+    await engine.ingest(collection, [str(folder)])
+    assert store._match("unicorns") is None  # type: ignore[attr-defined]

@@ -34,12 +34,6 @@ def keyword_terms(query: str, limit: int = 24) -> list[str]:
     return list(dict.fromkeys(words))[:limit]
 
 
-def fts_query(query: str) -> str | None:
-    """An FTS5 MATCH expression: any of the query's words (quoted, so nothing is FTS syntax)."""
-    terms = keyword_terms(query)
-    return " OR ".join(f'"{t}"' for t in terms) if terms else None
-
-
 # -- metadata filters (the OpenAI vector store `filters` shape) ------------------------
 _COMPARISONS = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "in": "IN", "nin": "NOT IN"}
 COLUMNS = {"source": "c.source", "page": "c.page", "section": "c.section", "chunk_index": "c.chunk_index"}

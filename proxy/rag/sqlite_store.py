@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from proxy.rag.search import Filter, fts_query
+from proxy.rag.search import Filter, keyword_terms
 from proxy.rag.store import Collection, Hit, Ingested, StoredDocument, StoredFile
 
 _SCHEMA = """
@@ -43,10 +43,17 @@ CREATE TRIGGER IF NOT EXISTS chunks_fts_insert AFTER INSERT ON chunks BEGIN
     INSERT INTO chunks_fts (rowid, content) VALUES (new.id, new.content); END;
 CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
     INSERT INTO chunks_fts (chunks_fts, rowid, content) VALUES ('delete', old.id, old.content); END;
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row');
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('index_version', 0);
 CREATE TABLE IF NOT EXISTS files (
     id TEXT PRIMARY KEY, filename TEXT NOT NULL, purpose TEXT NOT NULL, bytes INTEGER NOT NULL,
     created_at INTEGER NOT NULL, content BLOB NOT NULL);
 """
+
+# Keyword search drops query words found in more than this share of the chunks (and this many at least).
+COMMON_WORD_SHARE = 0.02
+COMMON_WORD_FLOOR = 200
 
 _COLLECTION_COLUMNS = ("c.id, c.name, c.embedding_model, c.chunking, c.created_at, c.metadata, c.dimensions, "
                        "(SELECT count(*) FROM documents d WHERE d.collection_id = c.id), "
@@ -62,10 +69,15 @@ class SqliteStore:
                                    check_same_thread=False, isolation_level=None, timeout=30.0)
         self._lock = threading.RLock()
         self._matrices: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}  # id -> (version, chunk ids, vectors)
+        self._vocabulary: tuple[int, int, dict[str, int]] | None = None  # (index version, chunks, term -> df)
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            # Runs the index's own tokenizer (Porter stems) over query words: see `_match`.
+            self._db.executescript(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_words USING fts5(word, tokenize='porter unicode61');"
+                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_stems USING fts5vocab(temp, query_words, 'instance');")
 
     def close(self) -> None:
         with self._lock:
@@ -101,6 +113,7 @@ class SqliteStore:
             self._db.execute("DELETE FROM chunks WHERE collection_id = ?", (collection_id,))
             self._db.execute("DELETE FROM documents WHERE collection_id = ?", (collection_id,))
             deleted = self._db.execute("DELETE FROM collections WHERE id = ?", (collection_id,)).rowcount
+            self._bump_index()
             self._matrices.pop(collection_id, None)
         return bool(deleted)
 
@@ -137,6 +150,7 @@ class SqliteStore:
                      json.dumps(doc.attributes), now))
             self._db.execute("UPDATE collections SET version = version + 1, dimensions = coalesce(dimensions, ?) "
                              "WHERE id = ?", (next(iter(dims)) if dims else None, collection_id))
+            self._bump_index()
 
     def list_documents(self, collection_id: str) -> list[StoredDocument]:
         with self._lock:
@@ -151,6 +165,7 @@ class SqliteStore:
             deleted = self._db.execute("DELETE FROM documents WHERE collection_id = ? AND source = ?",
                                        (collection_id, source)).rowcount
             self._db.execute("UPDATE collections SET version = version + 1 WHERE id = ?", (collection_id,))
+            self._bump_index()
         return bool(deleted)
 
     # -- search ---------------------------------------------------------------------
@@ -172,8 +187,11 @@ class SqliteStore:
 
     def keyword(self, collection_ids: Sequence[str], query: str, k: int,
                 where: Filter | None = None) -> list[tuple[str, float]]:
-        match = fts_query(query)
-        if match is None or not collection_ids:
+        if not collection_ids:
+            return []
+        with self._lock:
+            match = self._match(query)
+        if match is None:
             return []
         marks = ",".join("?" * len(collection_ids))
         extra = f" AND {where.sql}" if where is not None else ""
@@ -211,6 +229,39 @@ class SqliteStore:
                 if rows else np.zeros((0, dims), dtype=np.float32)
             self._matrices[collection_id] = (row[0], ids, matrix)
             return ids, matrix
+
+    def _match(self, query: str) -> str | None:
+        """The FTS5 query for `query`: its words, less those most chunks contain.
+
+        A word in more than a few percent of the chunks adds almost nothing to BM25
+        (its IDF is near zero) but makes FTS5 score every chunk it is in: dropping
+        those keeps keyword search fast on large collections (the rarest word is
+        kept when all are common). Small collections keep every word.
+        """
+        words = keyword_terms(query)
+        if not words:
+            return None
+        chunks, document_frequency = self._vocabulary_now()
+        self._db.execute("DELETE FROM temp.query_words")
+        self._db.executemany("INSERT INTO temp.query_words (rowid, word) VALUES (?, ?)", list(enumerate(words)))
+        stems = dict(self._db.execute("SELECT doc, term FROM temp.query_stems").fetchall())
+        counted = sorted((document_frequency.get(stems.get(i, ""), 0), i, word) for i, word in enumerate(words))
+        present = [(df, word) for df, _, word in counted if df > 0]
+        limit = max(COMMON_WORD_FLOOR, COMMON_WORD_SHARE * chunks)
+        chosen = [word for df, word in present if df <= limit] or [word for _, word in present[:1]]
+        return " OR ".join(f'"{word}"' for word in chosen) if chosen else None
+
+    def _vocabulary_now(self) -> tuple[int, dict[str, int]]:
+        """(chunks indexed, document frequency per stem), reloaded when the index changed (any process)."""
+        version = self._db.execute("SELECT value FROM meta WHERE key = 'index_version'").fetchone()[0]
+        if self._vocabulary is None or self._vocabulary[0] != version:
+            chunks = self._db.execute("SELECT coalesce(sum(chunks), 0) FROM documents").fetchone()[0]
+            terms = dict(self._db.execute("SELECT term, doc FROM chunks_vocab").fetchall())
+            self._vocabulary = (version, chunks, terms)
+        return self._vocabulary[1], self._vocabulary[2]
+
+    def _bump_index(self) -> None:
+        self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'index_version'")
 
     def _filtered_ids(self, collection_id: str, where: Filter) -> list[int]:
         with self._lock:
