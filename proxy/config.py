@@ -590,7 +590,8 @@ class _Validator:
 
     # -- rag (CONTRACT §10) ----------------------------------------------------
     def rag(self, raw: Any, models: Mapping[str, tuple[Deployment, ...]], strategies: Mapping[str, Any]) -> RagConfig:
-        default_model = next((m for m in ("local-embedding", "demo-embedding") if m in models), None)
+        # Without one, the built-in offline model (proxy/rag/embed.py BUILTIN_MODEL) embeds.
+        default_model = next((m for m in ("local-embedding", "demo-embedding") if m in models), "local-embedding")
         store = {"type": "sqlite", "path": expand(_RAG_DEFAULT_DB, self.env)[0]}
         if raw is None:
             return RagConfig(store=store, embedding_model=default_model)

@@ -206,3 +206,18 @@ async def test_keyword_search_skips_words_most_chunks_contain(engine: RagEngine,
     (folder / "3.txt").write_text("no magic here")  # the vocabulary follows changes to the index
     await engine.ingest(collection, [str(folder)])
     assert store._match("unicorns") is None  # type: ignore[attr-defined]
+
+
+async def test_a_config_without_embedding_models_uses_the_builtin_local_model(tmp_path: Path) -> None:
+    config = parse_config(f"""
+providers: {{demo: {{type: mock}}}}
+models: {{demo: {{provider: demo, model: mock-1}}}}
+rag: {{store: {{type: sqlite, path: "{tmp_path}/rag.db"}}}}
+""", {})
+    assert config.rag.embedding_model == "local-embedding"
+    engine = engine_for(Gateway(config))
+    collection = await engine.get_or_create("plain")
+    await engine.ingest(collection, [str(corpus.write(tmp_path / "corpus"))])
+    hits = await engine.search([collection], "how long do kittens doze", top_k=1, mode="dense")
+    assert names(hits) == ["cats.txt"]
+    await engine.aclose()

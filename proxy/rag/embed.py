@@ -39,10 +39,28 @@ async def _embed(provider: Provider, request: JSON, deployment: Deployment) -> J
     return await provider.embed(request, deployment)
 
 
+# Used when the config names no embedding model: the offline local model (translators/local_embedding.py),
+# called directly since the config has no provider entry for it.
+BUILTIN_MODEL = "local-embedding"
+
+
 class Embedder:
     def __init__(self, gateway: Gateway, model: str) -> None:
         self.gateway = gateway
         self.model = model
+        self.builtin: Provider | None = None
+        if model == BUILTIN_MODEL and model not in gateway.config.models and model not in gateway.config.strategies:
+            from proxy.config import ProviderConfig
+            from proxy.errors import ProviderUnavailable
+            from translators import MissingExtra, load_provider_class
+
+            try:
+                self.builtin = load_provider_class("local")(ProviderConfig("local", "local", {}))
+            except MissingExtra as exc:
+                raise ProviderUnavailable(f"the built-in embedding model is unavailable: {exc}") from None
+            self.chain: list[Any] = []
+            self.batch_size = BATCH_SIZES["local"]
+            return
         chain = resolve_chain(gateway.config, {"model": model})
         self.chain = chain
         provider_type = gateway.config.providers[chain[0][1][0].provider].type
@@ -80,6 +98,10 @@ class Embedder:
 
     async def _call(self, batch: list[str]) -> list[list[float]]:
         body: dict[str, Any] = {"model": self.model, "input": batch}
+        if self.builtin is not None:
+            deployment = Deployment(name=self.model, provider="local", model="l2_supercat", mode="embedding")
+            result = await self.builtin.embed(body, deployment)
+            return [item["embedding"] for item in sorted(result["data"], key=lambda item: item["index"])]
         try:
             served = await self.gateway.router.run(self.chain, body, "embedding", _embed)
         except ProxyError as exc:  # keep its status and code (503 provider_unavailable, 429...), say what failed
