@@ -89,7 +89,8 @@ class ClientWatch:
     (create, schedule, cancel), the callbacks ~2 µs — this is the hot path.
     """
 
-    __slots__ = ("_receive", "_body", "_task", "_coro", "_log", "_send", "_waiters", "gone", "live", "started")
+    __slots__ = ("_receive", "_body", "_task", "_coro", "_log", "_send", "_waiters", "_timer", "gone", "live",
+                 "started")
 
     def __init__(self, receive: Receive, body: bytes | None, log: dict[str, Any], send: Send) -> None:
         self._receive = receive
@@ -102,12 +103,17 @@ class ClientWatch:
         self.live = True
         self.started = False  # http.response.start went out
         self._coro: Any = None
-        self._listen()
+        # Listening costs tens of µs per request (the server's receive() parked, then unwound), so a request
+        # answered within WATCH_AFTER_S never listens; a longer one (every real upstream call) does, so a
+        # client that goes away cancels it at most WATCH_AFTER_S after it went.
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._listen)
 
     async def __call__(self) -> Message:
         body, self._body = self._body, None
         if body is not None:
             return {"type": "http.request", "body": body, "more_body": False}
+        if self._timer is not None and self.live:  # asked before the watch started: start it now
+            self._listen()
         if self._coro is not None:  # someone else waits for the disconnect too
             waiter = asyncio.get_running_loop().create_future()
             self._waiters = [*(self._waiters or []), waiter]
@@ -122,6 +128,9 @@ class ClientWatch:
         await self._send(message)
 
     def _listen(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._coro = self._receive()
         self._step()
 
@@ -161,11 +170,16 @@ class ClientWatch:
 
     def stop(self) -> None:
         self.live = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         coro, self._coro = self._coro, None
         if coro is not None:
             coro.close()  # the server's receive() unwinds (its waiter is removed)
         self._wake()
 
+
+WATCH_AFTER_S = 0.02  # how long a request runs before its client is watched for going away
 
 # nginx's "client closed request": the status the access log and metrics give an aborted request.
 CLIENT_CLOSED = 499
@@ -292,25 +306,25 @@ class Gateway:
         around the pipeline (e.g. a native pass-through) must take the pipeline instead (no bypass)."""
         return self.gate_all or "key" in state
 
-    async def complete_chat(self, call: ChatCall) -> Served[JSON]:
-        """The pipeline for a JSON answer, bounded by `request_timeout_s`."""
-        gated = self.gate_all or "key" in call.state
+    def _steps(self, call: ChatCall) -> list[Any]:
+        """The request's pipeline steps, the keys gate outermost when it applies (checked before any is built)."""
+        gated = self.gated(call.state)
         if gated:
-            self.gate.permit(call.state, call.body)  # before any extension step is built
+            self.gate.permit(call.state, call.body)
         steps = steps_for(self, call.body)
         if gated:
             steps.insert(0, self.gate)
+        return steps
+
+    async def complete_chat(self, call: ChatCall) -> Served[JSON]:
+        """The pipeline for a JSON answer, bounded by `request_timeout_s`."""
+        steps = self._steps(call)
         run = compose_complete(steps, self._route_complete) if steps else self._route_complete
         return await self._bounded(run(call))  # type: ignore[no-any-return]
 
     async def open_chat(self, call: ChatCall) -> Served[Stream]:
         """The pipeline for a stream, up to its first chunk (so failures are still real statuses)."""
-        gated = self.gate_all or "key" in call.state
-        if gated:
-            self.gate.permit(call.state, call.body)  # before any extension step is built
-        steps = steps_for(self, call.body)
-        if gated:
-            steps.insert(0, self.gate)
+        steps = self._steps(call)
         run = compose_stream(steps, self._route_stream) if steps else self._route_stream
         served: Served[Stream] = await self._bounded(run(call))
         if call.extra:

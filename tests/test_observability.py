@@ -308,3 +308,34 @@ def test_the_lambda_dashboard_charts_what_the_emf_lines_carry() -> None:
     assert names == emitted
     env = template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
     assert env["OMNI_LLM_EMF"] == "EnableEmfMetrics" and "xray" in env["OTEL_PROPAGATORS"]
+
+
+async def test_a_rag_call_has_a_retrieval_span_and_emf_time(tmp_path: Any, openai_upstream: tuple[str, Recorder]) -> None:
+    pytest.importorskip("numpy", reason="the `rag` extra is not installed")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "facts.txt").write_text("The lighthouse keeper's cat is called Biscuit.")
+    yaml = (config_yaml(openai_upstream[0]) + f"""
+  local-embedding: {{provider: local, model: l2_supercat, mode: embedding}}
+rag:
+  store: {{type: sqlite, path: "{tmp_path}/rag.db"}}
+  allowed_paths: ["{tmp_path}/docs"]
+metrics: {{emf: true}}
+""").replace("  demo: {type: mock}\n", "  demo: {type: mock}\n  local: {type: local}\n", 1)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    written: list[str] = []
+    app = create_app(parse_config(yaml, dict(os.environ)), tracing=Tracing(provider, {}))
+    app.state.gateway.emf._write = written.append
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        response = await client.post("/v1/chat/completions", json={
+            "model": "demo", "messages": [{"role": "user", "content": "What is the cat called?"}],
+            "rag": {"sources": [f"{tmp_path}/docs/facts.txt"]}})
+    assert response.status_code == 200, response.text
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    retrieval = spans["retrieval sources"]
+    assert retrieval.parent.span_id == spans["chat demo"].context.span_id
+    assert retrieval.attributes["omni_llm.rag.chunks"] >= 1 and retrieval.attributes["gen_ai.operation.name"] == "retrieval"
+    line = orjson.loads(written[-1])
+    names = [m["Name"] for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+    assert "omni_llm.rag.retrieval_time_ms" in names and line["omni_llm.rag.retrieval_time_ms"] >= 0

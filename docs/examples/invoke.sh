@@ -19,8 +19,8 @@ curl http://127.0.0.1:8000/invoke -H "content-type: application/json" -d '{
 }'
 # prints: "finish_reason":"stop"
 
-# The full request: every seed field at once (rag_config and mcp_config need a collection / MCP
-# server of your config: see README "RAG" and "MCP tools")
+# The full request: every seed field at once (rag_config below; mcp_config needs an MCP
+# server of your config: see README "MCP tools")
 curl http://127.0.0.1:8000/invoke -H "content-type: application/json" -d '{
   "prompt": "Summarise our refund policy in one sentence.",
   "model_provider": "anthropic", "model_name": "demo",
@@ -38,3 +38,14 @@ curl http://127.0.0.1:8000/invoke -H "content-type: application/json" -d '{
 # A stream: the same SSE as /v1/chat/completions
 curl -N http://127.0.0.1:8000/invoke -d '{"prompt": "hello there", "model_name": "demo", "model_config": {"stream": true}}'
 # prints: data: [DONE]
+
+# RAG document query (the seed's rag_config): upload a document, make it a collection, ask about it
+file_id=$(curl -s http://127.0.0.1:8000/v1/files -F purpose=assistants -F "file=@README.md" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+store="seed-docs-$RANDOM$RANDOM"
+curl -s http://127.0.0.1:8000/v1/vector_stores -H "content-type: application/json" -d "{\"name\": \"$store\", \"file_ids\": [\"$file_id\"]}" >/dev/null
+curl http://127.0.0.1:8000/invoke -H "content-type: application/json" -d "{
+  \"prompt\": \"Which model needs no keys?\", \"model_name\": \"demo\",
+  \"rag_config\": {\"collection\": \"$store\", \"top_k\": 3},
+  \"output_config\": {\"include_sources\": true}
+}"
+# prints: "rag_context":[{"content"

@@ -10,6 +10,8 @@ inner steps (MCP rounds, structured output) all see the same context.
 
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -113,13 +115,31 @@ class RagStep:
         if request.sources:
             collections.append(await engine.adhoc(request.sources))
         query = request.query or last_user_text(call.body.get("messages") or [])
-        hits = await engine.search(collections, query, top_k=request.top_k, mode=request.search,
-                                   score_threshold=request.score_threshold, where=request.filters) if query else []
+        started = time.perf_counter()
+        tracing = getattr(self.gateway, "tracing", None)
+        if tracing is None:
+            hits = await self._search(engine, collections, query)
+        else:  # one span per retrieval (proxy/otel.py)
+            names = ",".join(request.collections) or "sources"
+            with tracing.span(f"retrieval {names}", {"gen_ai.operation.name": "retrieval",
+                                                     "omni_llm.rag.collections": names,
+                                                     "omni_llm.rag.search": request.search}) as span:
+                hits = await self._search(engine, collections, query)
+                span.set_attribute("omni_llm.rag.chunks", len(hits))
+        call.state["rag_retrieval_ms"] = round((time.perf_counter() - started) * 1000, 3)  # EMF (proxy/emf.py)
         if hits:
             call.body = {**call.body, "messages": with_context(call.body["messages"], hits)}
         if request.include_sources:
             call.extra["rag_context"] = [rag_context_item(hit) for hit in hits]
         call.state["log"]["rag_chunks"] = len(hits)
+
+
+    async def _search(self, engine: Any, collections: list[Any], query: str) -> list[Any]:
+        request = self.request
+        if not query:
+            return []
+        return await engine.search(collections, query, top_k=request.top_k, mode=request.search,  # type: ignore[no-any-return]
+                                   score_threshold=request.score_threshold, where=request.filters)
 
 
 def last_user_text(messages: list[JSON]) -> str:
