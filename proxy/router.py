@@ -173,10 +173,11 @@ class Router:
                     where = [i for i, (name, _) in enumerate(links) if name in members]
                     # Members whose providers are not configured go last, unranked: the order (and the
                     # reason it gives) is about the members that can answer.
-                    usable = [links[i] for i in where if self._ready(links[i])]
+                    ready = [self._ready(links[i]) for i in where]
+                    usable = [links[i] for i, ok in zip(where, ready) if ok]
                     ranked, why = rank(order, usable, _deployments_of_link, self.stats, needs,
                                        self.stats.turn(strategy))  # type: ignore[arg-type]
-                    ranked += [links[i] for i in where if not self._ready(links[i])]
+                    ranked += [links[i] for i, ok in zip(where, ready) if not ok]
                     for i, link in zip(where, ranked):
                         links[i] = link
                     reason = reason or why
@@ -205,7 +206,10 @@ class Router:
 
     def _ready(self, link: Link) -> bool:
         providers = self.config.providers
-        return any(not providers[d.provider].not_ready for d in link[1])
+        for d in link[1]:
+            if not providers[d.provider].not_ready:
+                return True
+        return False
 
     async def run(self, chain: list[Link], request: JSON, mode: str, operation: Operation[T]) -> Served[T]:
         errors: list[ProxyError] = []
