@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.errors import ProxyError
 from proxy.ingress.completions import CompletionsEncoder, from_chat_completion, to_chat_requests
-from proxy.ingress.relay import endpoint, relay_mapped, stream_headers
+from proxy.ingress.relay import endpoint, relay_mapped, render_openai, stream_headers
 from proxy.pipeline import add_usage
 from proxy.router import to_proxy_error
 from proxy.schemas import CHAT_REQUEST, parse_json_object, validate
@@ -29,14 +29,8 @@ if TYPE_CHECKING:
     from proxy.streaming import Stream
 
 
-def _render(error: ProxyError, message: str) -> JSON:
-    body = error.to_dict()
-    body["error"]["message"] = message
-    return body
-
-
 def build(gateway: Gateway) -> Endpoint:
-    return endpoint(gateway, "completions", completions, _render)
+    return endpoint(gateway, "completions", completions, render_openai)
 
 
 async def completions(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,7 +70,7 @@ async def completions(gateway: Gateway, scope: Scope, receive: Receive, send: Se
     state = calls[0].state
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     encoder = CompletionsEncoder(completion_id, first.deployment.name, int(time.time()), prompts, n, echo,
-                                 include_usage, lambda error: _render(error, gateway.scrub(error.message)),
+                                 include_usage, lambda error: render_openai(error, gateway.scrub(error.message)),
                                  calls[0].extra)
 
     def on_done(done: StreamRelay, error: ProxyError | None) -> None:

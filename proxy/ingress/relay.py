@@ -27,6 +27,13 @@ SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-
 Handler = Callable[["Gateway", "Scope", "Receive", "Send"], Awaitable[None]]
 
 
+def render_openai(error: ProxyError, message: str) -> JSON:
+    """The OpenAI error shape with the scrubbed message (legacy completions, Responses)."""
+    body = error.to_dict()
+    body["error"]["message"] = message
+    return body
+
+
 def endpoint(gateway: Gateway, route: str, handler: Handler, render: Callable[[ProxyError, str], JSON]) -> Endpoint:
     """The gateway's hot-route wrapper (client watch, drain, metrics) with this API's error shape."""
     from proxy.app import Endpoint

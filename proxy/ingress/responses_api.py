@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from proxy.errors import ProxyError
-from proxy.ingress.relay import endpoint, relay_mapped, stream_headers
+from proxy.ingress.relay import endpoint, relay_mapped, render_openai, stream_headers
 from proxy.ingress.responses import (
     ResponsesStreamState,
     dropped_fields,
@@ -30,14 +30,8 @@ if TYPE_CHECKING:
     from proxy.app import Endpoint, Gateway
 
 
-def _render(error: ProxyError, message: str) -> JSON:
-    body = error.to_dict()
-    body["error"]["message"] = message
-    return body
-
-
 def build(gateway: Gateway) -> Endpoint:
-    return endpoint(gateway, "responses", responses, _render)
+    return endpoint(gateway, "responses", responses, render_openai)
 
 
 async def responses(gateway: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
