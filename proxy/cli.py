@@ -17,6 +17,7 @@ import uvicorn
 
 from proxy.config import Config, ConfigError, load_config, resolve_config_path
 from proxy.edge import PROTOCOL, raise_fd_limit
+from proxy.rag.store import missing_extra
 
 
 def _load(path: str | None) -> Config:
@@ -46,6 +47,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{path}: {len(exc.problems)} problem(s)")
         for problem in exc.problems:
             print(f"  {problem}")
+        return 1
+    store = config.rag.store
+    hint = missing_extra(store) if store.get("type") != "sqlite" else None  # sqlite: the RAG extra, on first use
+    if hint is not None:
+        print(f"{path}: 1 problem(s)")
+        print(f"  rag.store.type: store type '{store['type']}' needs its client library: {hint}")
         return 1
     not_ready = [p for p in config.providers.values() if p.not_ready]
     print(f"{path}: OK — {len(config.providers)} providers, {len(config.models)} models, {len(config.strategies)} strategies")

@@ -115,7 +115,6 @@ class RouterConfig:
     first_token_timeout_s: float = 60.0
 
 
-RAG_STORE_TYPES = ("sqlite",)  # part 2 adds the server-backed stores (pgvector, qdrant, chroma, ...)
 RAG_CHUNKING = ("fixed_size", "character", "recursive", "token", "semantic")
 _RAG_DEFAULT_DB = "${OMNI_LLM_DATA:-./.omni}/rag.db"
 
@@ -626,16 +625,37 @@ class _Validator:
         return RagConfig(store, allowed, model, chunking, collections)
 
     def rag_store(self, raw: Any) -> dict[str, Any]:
+        from proxy.rag.store import STORES  # a table of names: imports no store client
+
         if not isinstance(raw, dict):
             self.fail("rag.store", f"expected a mapping, got {_kind(raw)}")
             return {}
-        if raw.get("type") not in RAG_STORE_TYPES:
-            self.fail("rag.store.type", f"unsupported store type {raw.get('type')!r} (available: {', '.join(RAG_STORE_TYPES)})")
+        kind = raw.get("type")
+        spec = STORES.get(kind) if isinstance(kind, str) else None
+        if spec is None:
+            self.fail("rag.store.type", f"unsupported store type {kind!r} (available: {', '.join(STORES)})")
             return {}
-        for key in raw.keys() - {"type", "path"}:
-            self.fail(f"rag.store.{key}", f"unknown key for store type '{raw['type']}'")
-        path = self.string(raw.get("path", _RAG_DEFAULT_DB), "rag.store.path")
-        return {"type": raw["type"], "path": path or expand(_RAG_DEFAULT_DB, self.env)[0]}
+        out: dict[str, Any] = {"type": kind}
+        for key, value in raw.items():
+            if key == "type":
+                continue
+            path = f"rag.store.{key}"
+            if key in spec.flags:
+                out[key] = self.boolean(value, path)
+            elif key in spec.required or key in spec.optional:
+                out[key] = self.string(value, path)
+            else:
+                known = ", ".join((*spec.required, *spec.optional, *spec.flags))
+                self.fail(path, f"unknown key for store type '{kind}' (known: {known})")
+        for key in spec.required:
+            if not out.get(key):
+                self.fail(f"rag.store.{key}", f"store type '{kind}' needs `{key}`")
+        if spec.one_of and sum(1 for key in spec.one_of if out.get(key)) != 1:
+            self.fail(f"rag.store.{spec.one_of[0]}", f"store type '{kind}' needs exactly one of "
+                                                    f"{' or '.join('`' + k + '`' for k in spec.one_of)}")
+        if kind == "sqlite":
+            out["path"] = out.get("path") or expand(_RAG_DEFAULT_DB, self.env)[0]
+        return out
 
     def rag_model(self, raw: Any, path: str, models: Mapping[str, tuple[Deployment, ...]],
                   strategies: Mapping[str, Any]) -> str | None:

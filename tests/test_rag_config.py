@@ -44,7 +44,12 @@ rag:
 
 
 @pytest.mark.parametrize(("rag", "problem"), [
-    ("{store: {type: pgvector, dsn: x}}", "rag.store.type: unsupported store type 'pgvector'"),
+    ("{store: {type: milvus, dsn: x}}", "rag.store.type: unsupported store type 'milvus'"),
+    ("{store: {type: pgvector}}", "rag.store.dsn: store type 'pgvector' needs `dsn`"),
+    ("{store: {type: qdrant}}", "rag.store.url: store type 'qdrant' needs exactly one of `url` or `path`"),
+    ("{store: {type: chroma, url: 'http://h', path: /p}}", "rag.store.url: store type 'chroma' needs exactly one of"),
+    ("{store: {type: pinecone, api_key: k}}", "rag.store.index: store type 'pinecone' needs `index`"),
+    ("{store: {type: opensearch, url: 'http://h', verify_certs: maybe}}", "rag.store.verify_certs: expected true or false"),
     ("{store: {type: sqlite, file: x}}", "rag.store.file: unknown key"),
     ("{embedding_model: nope}", "rag.embedding_model: unknown model 'nope'"),
     ("{embedding_model: demo}", "rag.embedding_model: model 'demo' is not a `mode: embedding` model"),

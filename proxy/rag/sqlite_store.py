@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from proxy.rag.search import Filter, keyword_terms
+from proxy.rag.search import Filter, keyword_terms, sql
 from proxy.rag.store import Collection, Hit, Ingested, StoredDocument, StoredFile
 
 _SCHEMA = """
@@ -194,11 +194,11 @@ class SqliteStore:
         if match is None:
             return []
         marks = ",".join("?" * len(collection_ids))
-        extra = f" AND {where.sql}" if where is not None else ""
-        sql = (f"SELECT c.id, bm25(chunks_fts) AS s FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
-               f"WHERE chunks_fts MATCH ? AND c.collection_id IN ({marks}){extra} ORDER BY s LIMIT ?")
+        condition, params = _where(where) if where is not None else ("1", [])
+        query = (f"SELECT c.id, bm25(chunks_fts) AS s FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
+                 f"WHERE chunks_fts MATCH ? AND c.collection_id IN ({marks}) AND {condition} ORDER BY s LIMIT ?")
         with self._lock:
-            rows = self._db.execute(sql, (match, *collection_ids, *(where.params if where else ()), k)).fetchall()
+            rows = self._db.execute(query, (match, *collection_ids, *params, k)).fetchall()
         # bm25() is negative, lower is better: report -bm25 squashed into [0, 1) (monotonic).
         return [(str(row[0]), -row[1] / (1.0 - row[1])) for row in rows]
 
@@ -264,9 +264,10 @@ class SqliteStore:
         self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'index_version'")
 
     def _filtered_ids(self, collection_id: str, where: Filter) -> list[int]:
+        condition, params = _where(where)
         with self._lock:
-            rows = self._db.execute(f"SELECT c.id FROM chunks c WHERE c.collection_id = ? AND {where.sql}",
-                                    (collection_id, *where.params)).fetchall()
+            rows = self._db.execute(f"SELECT c.id FROM chunks c WHERE c.collection_id = ? AND {condition}",
+                                    (collection_id, *params)).fetchall()
         return [r[0] for r in rows]
 
     # -- uploads ----------------------------------------------------------------------
@@ -313,6 +314,13 @@ class _Transaction:
 
     def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
         self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+_FILTER_COLUMNS = {"source": "c.source", "page": "c.page", "section": "c.section", "chunk_index": "c.chunk_index"}
+
+
+def _where(where: Filter) -> tuple[str, list[Any]]:
+    return sql(where, _FILTER_COLUMNS, "json_extract(c.metadata, ?)")
 
 
 def _collection(row: tuple[Any, ...]) -> Collection:

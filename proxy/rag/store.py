@@ -126,11 +126,58 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(settings: Mapping[str, Any]) -> Store:
-    """The store a `rag.store` config block names."""
-    kind = settings.get("type", "sqlite")
-    if kind == "sqlite":
-        from proxy.rag.sqlite_store import SqliteStore
+@dataclass(frozen=True)
+class StoreSpec:
+    """One `rag.store.type`: where its class lives, the pip extra it needs, and its settings."""
 
-        return SqliteStore(str(settings.get("path") or "./.omni/rag.db"))
-    raise ValueError(f"unsupported rag store type {kind!r}")
+    target: str  # "module:Class", imported on first use
+    extra: str | None  # the pip extra that installs its client
+    probe: str | None  # a module the extra installs: `omni-llm check` looks for it
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()  # string settings unless listed in `flags`
+    flags: tuple[str, ...] = ()  # true/false settings
+    one_of: tuple[str, ...] = ()  # exactly one of these must be set (e.g. a server url or a local path)
+
+
+STORES: dict[str, StoreSpec] = {
+    "sqlite": StoreSpec("proxy.rag.sqlite_store:SqliteStore", "rag", "numpy", optional=("path",)),
+    "pgvector": StoreSpec("proxy.rag.stores.pgvector:PgvectorStore", "pgvector", "psycopg", required=("dsn",)),
+    "qdrant": StoreSpec("proxy.rag.stores.qdrant:QdrantStore", "qdrant", "qdrant_client",
+                        optional=("url", "api_key", "path", "prefix"), one_of=("url", "path")),
+    "chroma": StoreSpec("proxy.rag.stores.chroma:ChromaStore", "chroma", "chromadb",
+                        optional=("url", "path", "api_key", "prefix"), one_of=("url", "path")),
+    "faiss": StoreSpec("proxy.rag.stores.faiss:FaissStore", "faiss", "faiss", required=("path",)),
+    "opensearch": StoreSpec("proxy.rag.stores.opensearch:OpenSearchStore", "opensearch", "opensearchpy",
+                            required=("url",), optional=("username", "password", "prefix"),
+                            flags=("verify_certs",)),
+    "pinecone": StoreSpec("proxy.rag.stores.pinecone:PineconeStore", "pinecone", "pinecone",
+                          required=("api_key", "index"), optional=("host", "prefix")),
+}
+
+
+def missing_extra(settings: Mapping[str, Any]) -> str | None:
+    """`pip install 'omni-llm[x]'` when the store's client library is not installed, else None."""
+    import importlib.util
+
+    spec = STORES.get(settings.get("type", "sqlite"))
+    if spec is None or spec.probe is None or importlib.util.find_spec(spec.probe) is not None:
+        return None
+    return f"pip install 'omni-llm[{spec.extra}]'"
+
+
+def open_store(settings: Mapping[str, Any]) -> Store:
+    """The store a validated `rag.store` config block names (its client library is imported here)."""
+    import importlib
+
+    kind = settings.get("type", "sqlite")
+    spec = STORES.get(kind)
+    if spec is None:
+        raise ValueError(f"unsupported rag store type {kind!r}")
+    hint = missing_extra(settings)
+    if hint is not None:
+        from proxy.errors import ProviderUnavailable
+
+        raise ProviderUnavailable(f"the {kind} RAG store needs its client library: {hint}")
+    module_name, class_name = spec.target.split(":")
+    options = {k: v for k, v in settings.items() if k != "type"}
+    return getattr(importlib.import_module(module_name), class_name)(**options)  # type: ignore[no-any-return]
