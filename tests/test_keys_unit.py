@@ -183,7 +183,7 @@ def budget(request: pytest.FixtureRequest) -> Any:
         return MemoryBudget(load)
     from proxy.keys.redis import connect
 
-    return RedisBudget(connect(request.getfixturevalue("fresh_redis_url")), load)
+    return RedisBudget(connect(request.getfixturevalue("fresh_redis_url")), load, lease_s=600)
 
 
 async def test_budget_reservations_hold_concurrent_requests(budget: Any) -> None:
@@ -211,6 +211,32 @@ async def test_budget_admits_one_request_at_a_time_when_the_worst_case_does_not_
     budget.settle(first, 0.1)
     await budget.aclose()
     await budget.reserve("k", 1.0, None, 5.0, now)
+
+
+async def test_a_dead_instances_reservations_expire_with_their_lease(fresh_redis_url: str) -> None:
+    from proxy.keys.redis import connect
+
+    async def load(key_id: str, since: float) -> float:
+        return 0.0
+
+    client = connect(fresh_redis_url)
+    dead, alive = RedisBudget(client, load, lease_s=100), RedisBudget(client, load, lease_s=100)
+    lost = await dead.reserve("k", 1.0, None, 0.6, 1000.0)  # its instance dies: never settled
+    with pytest.raises(BudgetExceeded) as info:
+        await alive.reserve("k", 1.0, None, 0.6, 1099.0)  # the lease still holds the budget
+    assert info.value.retry_after == 1
+    taken = await alive.reserve("k", 1.0, None, 0.6, 1101.0)  # expired: reclaimed, admitted
+    state = await client.hgetall(taken.key_id)
+    assert (float(state[b"reserved"]), int(state[b"inflight"])) == (pytest.approx(0.6), 1)
+    dead.settle(lost, 0.5)  # a late settle of a reclaimed lease adds its spend, frees nothing twice
+    alive.settle(taken, 0.2)
+    await dead.aclose()
+    await alive.aclose()
+    state = await client.hgetall(taken.key_id)
+    assert float(state[b"spent"]) == pytest.approx(0.7)
+    assert (float(state[b"reserved"]), int(state[b"inflight"])) == (pytest.approx(0.0, abs=1e-9), 0)
+    assert await client.zcard(taken.key_id + ":leases") == 0
+    await client.aclose()
 
 
 # -- prices and token estimates -----------------------------------------------------------
@@ -271,7 +297,7 @@ async def test_redis_down_limits_fail_closed_cache_misses() -> None:
         await RedisLimiter(client).acquire("k", 1, 0, 0)
     assert info.value.status == 503 and info.value.code == "state_unavailable"
     with pytest.raises(ServiceUnavailable):
-        await RedisBudget(client, load).reserve("k", 1.0, None, 0.1, time.time())
+        await RedisBudget(client, load, lease_s=600).reserve("k", 1.0, None, 0.1, time.time())
     cache = RedisCache(client)
     assert await cache.get("omni:cache:v1:x") is None
     await cache.set("omni:cache:v1:x", b"{}", 60)  # logged, not raised

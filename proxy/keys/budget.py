@@ -8,6 +8,11 @@ flight and spend is under the budget. Hence a burst of concurrent requests
 overspends by at most one request's cost. Settling replaces the reservation
 with the real cost. Spend of the current period is loaded once from the
 usage log, then kept here (one instance) or in Redis (shared, atomic Lua).
+
+In Redis each reservation is also a lease (a sorted-set member scored by its
+expiry, the gateway's whole-request deadline plus a margin): an instance that
+dies mid-request never settles, so the next reservation on that key reclaims
+expired leases instead of letting them hold the budget until the period ends.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import datetime as dt
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +52,7 @@ class Reservation:
     key_id: str
     start: float
     amount: float
+    lease: str = ""  # the Redis lease member ("id:amount"); empty in memory
 
 
 def refuse(spent: float, budget: float, end: float | None, now: float) -> BudgetExceeded:
@@ -100,6 +107,8 @@ class MemoryBudget:
         return None
 
 
+# KEYS: the period's hash (spent, reserved, inflight), its leases (zset: "id:amount" -> expiry).
+# ARGV: budget, estimate, seed spend ('' = unseeded), ttl, now, lease expiry, lease member.
 _RESERVE = """
 local spent = redis.call('HGET', KEYS[1], 'spent')
 if not spent then
@@ -108,6 +117,16 @@ if not spent then
   spent = redis.call('HGET', KEYS[1], 'spent')
 end
 spent = tonumber(spent)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+if #expired > 0 then
+  local amount = 0
+  for _, member in ipairs(expired) do
+    amount = amount + tonumber(string.match(member, ':([^:]+)$'))
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+  redis.call('HINCRBYFLOAT', KEYS[1], 'reserved', -amount)
+  redis.call('HINCRBY', KEYS[1], 'inflight', -#expired)
+end
 local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
 local inflight = tonumber(redis.call('HGET', KEYS[1], 'inflight') or '0')
 local budget, estimate = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -116,14 +135,19 @@ if spent >= budget or (spent + reserved + estimate > budget and inflight > 0) th
 end
 redis.call('HINCRBYFLOAT', KEYS[1], 'reserved', estimate)
 redis.call('HINCRBY', KEYS[1], 'inflight', 1)
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[7])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 return {1, tostring(spent)}
 """
 
+# A lease already reclaimed (its instance was presumed dead) only adds the spend.
 _SETTLE = """
 redis.call('HINCRBYFLOAT', KEYS[1], 'spent', ARGV[1])
-redis.call('HINCRBYFLOAT', KEYS[1], 'reserved', -tonumber(ARGV[2]))
-redis.call('HINCRBY', KEYS[1], 'inflight', -1)
+if redis.call('ZREM', KEYS[2], ARGV[3]) == 1 then
+  redis.call('HINCRBYFLOAT', KEYS[1], 'reserved', -tonumber(ARGV[2]))
+  redis.call('HINCRBY', KEYS[1], 'inflight', -1)
+end
 return 1
 """
 
@@ -131,9 +155,10 @@ return 1
 class RedisBudget:
     """Spend and reservations in Redis, so every instance checks one budget atomically."""
 
-    def __init__(self, client: Any, load_spent: LoadSpent) -> None:
+    def __init__(self, client: Any, load_spent: LoadSpent, lease_s: float) -> None:
         self._client = client
         self._load = load_spent
+        self._lease_s = lease_s
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
         self._pending: set[asyncio.Task[Any]] = set()
@@ -141,33 +166,41 @@ class RedisBudget:
     def queue(self, pipe: Any, key_id: str, budget: float, period: str | None, estimate: float,
               now: float) -> Reservation:
         """`reserve` as one command of a pipeline, unseeded (a reply of -1 means: call `reserve`)."""
-        start, end = period_bounds(period, now)
-        slot = f"{PREFIX}budget:{key_id}:{int(start)}"
-        ttl = int((end - now) + 86400) if end else 90 * 86400
-        pipe.evalsha(self._reserve.sha, 1, slot, budget, estimate, "", ttl)
-        return Reservation(slot, start, estimate)
+        reservation, ttl = self._reservation(key_id, period, estimate, now)
+        pipe.evalsha(self._reserve.sha, 2, reservation.key_id, reservation.key_id + ":leases",
+                     *self._args(reservation, budget, "", ttl, now))
+        return reservation
 
     async def load(self) -> None:
         await self._client.script_load(_RESERVE)
 
     async def reserve(self, key_id: str, budget: float, period: str | None, estimate: float, now: float) -> Reservation:
-        start, end = period_bounds(period, now)
-        slot = f"{PREFIX}budget:{key_id}:{int(start)}"
-        ttl = int((end - now) + 86400) if end else 90 * 86400
+        reservation, ttl = self._reservation(key_id, period, estimate, now)
+        keys = [reservation.key_id, reservation.key_id + ":leases"]
         try:
-            ok, spent = await self._reserve(keys=[slot], args=[budget, estimate, "", ttl])
+            ok, spent = await self._reserve(keys=keys, args=self._args(reservation, budget, "", ttl, now))
             if ok == -1:  # first use of this period anywhere: seed it from the usage log
-                initial = await self._load(key_id, start)
-                ok, spent = await self._reserve(keys=[slot], args=[budget, estimate, repr(initial), ttl])
+                initial = await self._load(key_id, reservation.start)
+                ok, spent = await self._reserve(keys=keys, args=self._args(reservation, budget, repr(initial), ttl, now))
         except Exception as exc:  # redis.RedisError and connection errors: the driver is imported lazily
             raise unavailable("budget", exc) from exc
         if not ok:
-            raise refuse(float(spent), budget, end, now)
-        return Reservation(slot, start, estimate)
+            raise refuse(float(spent), budget, period_bounds(period, now)[1], now)
+        return reservation
+
+    def _reservation(self, key_id: str, period: str | None, estimate: float, now: float) -> tuple[Reservation, int]:
+        start, end = period_bounds(period, now)
+        slot = f"{PREFIX}budget:{key_id}:{int(start)}"
+        ttl = int((end - now) + 86400) if end else 90 * 86400
+        return Reservation(slot, start, estimate, f"{uuid.uuid4().hex}:{estimate!r}"), ttl
+
+    def _args(self, reservation: Reservation, budget: float, seed: str, ttl: int, now: float) -> list[Any]:
+        return [budget, reservation.amount, seed, ttl, repr(now), repr(now + self._lease_s), reservation.lease]
 
     def settle(self, reservation: Reservation, cost: float) -> None:
         task = asyncio.get_running_loop().create_task(
-            self._settle(keys=[reservation.key_id], args=[repr(cost), repr(reservation.amount)]))
+            self._settle(keys=[reservation.key_id, reservation.key_id + ":leases"],
+                         args=[repr(cost), repr(reservation.amount), reservation.lease]))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 

@@ -57,6 +57,10 @@ class Ticket:
     settled: bool = field(default=False)
 
 
+# A budget reservation outlives the longest request by this much before another instance reclaims it.
+LEASE_MARGIN_S = 60.0
+
+
 class Gate:
     def __init__(self, gateway: Gateway) -> None:
         config = gateway.config
@@ -78,7 +82,8 @@ class Gate:
 
             self.health: SharedHealth | None = SharedHealth(config.router, self.redis)
             gateway.router.health = self.health
-            self.budget: MemoryBudget | RedisBudget = RedisBudget(self.redis, self.keys.spent)
+            self.budget: MemoryBudget | RedisBudget = RedisBudget(self.redis, self.keys.spent,
+                                                                       LEASE_MARGIN_S + config.server.request_timeout_s)
         else:
             self.health = None
             self.limiter = MemoryLimiter()
