@@ -17,6 +17,7 @@ from proxy.keys.limits import MemoryLimiter, RedisLimiter
 from proxy.keys.prices import cost_of, price_table, shipped_price
 from proxy.keys.service import KeyService, new_record
 from proxy.keys.store import KeyRecord, UsageQuery, UsageRow, open_store
+from tests.proxy_server import free_port
 
 # -- config --------------------------------------------------------------------------
 
@@ -239,6 +240,68 @@ async def test_a_dead_instances_reservations_expire_with_their_lease(fresh_redis
     await client.aclose()
 
 
+async def test_round_robin_is_shared_by_short_lived_instances(fresh_redis_url: str) -> None:
+    from proxy.keys.health import SharedBalancer
+    from proxy.keys.redis import connect
+    from proxy.routing import Balancer
+
+    client = connect(fresh_redis_url)
+    even = (Deployment("m", "p", "a"), Deployment("m", "p", "b"))
+    weighted = (Deployment("w", "p", "a", weight=3.0), Deployment("w", "p", "b", weight=1.0))
+    picks: dict[str, int] = {}
+    for _ in range(40):  # 40 instances (Lambda ones, say), each serving one request of each model
+        balancer = SharedBalancer(client)
+        await balancer.claim("m")
+        await balancer.claim("w")
+        for deployments in (even, weighted):
+            chosen = balancer.order(deployments[0].name, deployments)[0]
+            picks[f"{chosen.name}/{chosen.model}"] = picks.get(f"{chosen.name}/{chosen.model}", 0) + 1
+        await balancer.aclose()
+    assert picks == {"m/a": 20, "m/b": 20, "w/a": 30, "w/b": 10}
+    assert {Balancer().order("m", even)[0].model for _ in range(40)} == {"a"}, "unshared: every instance starts at a"
+    await client.aclose()
+
+
+async def test_round_robin_without_redis_stays_local() -> None:
+    from proxy.keys.health import SharedBalancer
+    from proxy.keys.redis import connect
+
+    balancer = SharedBalancer(connect(f"redis://127.0.0.1:{free_port()}/0"))  # nothing listens there
+    even = (Deployment("m", "p", "a"), Deployment("m", "p", "b"))
+    assert [balancer.order("m", even)[0].model for _ in range(4)] == ["a", "b", "a", "b"]
+    await balancer.aclose()
+
+
+async def test_cooldown_listener_resubscribes_after_redis_drops_it(fresh_redis_url: str) -> None:
+    from proxy.config import RouterConfig
+    from proxy.keys.health import CHANNEL, SharedHealth
+    from proxy.keys.redis import connect
+
+    async def subscribers() -> int:
+        return int(dict(await admin.pubsub_numsub(CHANNEL))[CHANNEL.encode()])
+
+    admin, one_client, two_client = connect(fresh_redis_url), connect(fresh_redis_url), connect(fresh_redis_url)
+    config = RouterConfig(cooldown_failures=1, cooldown_s=60)
+    one, two = SharedHealth(config, one_client), SharedHealth(config, two_client)
+    await one.start()
+    assert await subscribers() == 1
+    assert await admin.client_kill_filter(_type="pubsub") == 1  # Redis drops the subscription
+    assert await subscribers() == 0
+    deadline = time.monotonic() + 10
+    while await subscribers() < 1:
+        assert time.monotonic() < deadline, "the listener never resubscribed"
+        await asyncio.sleep(0.02)
+    broken = Deployment("m", "p", "broken")
+    two.record_failure(broken)  # two opens the circuit and publishes it
+    await two.aclose()
+    while one.available(broken):
+        assert time.monotonic() < deadline, "the resubscribed listener missed a peer's cooldown"
+        await asyncio.sleep(0.02)
+    await one.aclose()
+    for client in (admin, one_client, two_client):
+        await client.aclose()
+
+
 # -- prices and token estimates -----------------------------------------------------------
 
 
@@ -286,7 +349,6 @@ async def test_redis_down_limits_fail_closed_cache_misses() -> None:
     from proxy.errors import ServiceUnavailable
     from proxy.keys.cache import RedisCache
     from proxy.keys.redis import connect
-    from tests.proxy_server import free_port
 
     client = connect(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
 

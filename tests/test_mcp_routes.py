@@ -16,11 +16,13 @@ MCP_TOKEN = "mcp-bearer-token-0123456789"
 
 
 @pytest.fixture(scope="module")
-def proxy() -> Iterator[RunningProxy]:
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
     stdio = f'transport: stdio, command: "{sys.executable}", args: ["{TOOLS_SERVER}"]'
+    state = tmp_path_factory.mktemp("mcp-state") / "state.db"
     with http_server(MCP_TOKEN) as url, run_proxy(f"""
 server:
   api_keys: ["{GATEWAY_KEY}"]
+state: {{database: "sqlite:///{state}"}}
 providers:
   demo: {{type: mock}}
 models:
@@ -83,6 +85,24 @@ async def test_mcp_endpoint_with_the_sdk_client(proxy: RunningProxy, mode: str) 
             assert big.content[0].text == "x" * 50 + "\n[truncated 30 bytes]"  # type: ignore[union-attr]
             unknown = await client.call_tool("local__missing", {})
             assert unknown.is_error
+
+
+async def test_a_virtual_key_sees_and_calls_only_its_mcp_servers(proxy: RunningProxy) -> None:
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    created = httpx.post(proxy.url + "/admin/keys", headers=AUTH, json={"name": "remote-only", "mcp_servers": ["remote"]})
+    assert created.status_code == 200, created.text
+    key = {"authorization": f"Bearer {created.json()['key']}"}
+    listing = httpx.get(proxy.v1 + "/mcp/tools", headers=key, timeout=30).json()
+    assert {item["server"] for item in listing["data"]} == {"remote"} and "unavailable" not in listing
+    async with httpx2.AsyncClient(headers=key, timeout=30) as http:
+        async with Client(streamable_http_client(proxy.url + "/mcp", http_client=http)) as client:
+            assert {tool.name for tool in (await client.list_tools()).tools} == {"remote__add", "remote__echo"}
+            assert (await client.call_tool("remote__add", {"a": 1, "b": 2})).is_error is False
+            refused = await client.call_tool("local__add", {"a": 1, "b": 2})
+            assert refused.is_error and "unknown tool" in refused.content[0].text  # type: ignore[union-attr]
 
 
 def test_stdio_servers_stop_with_the_gateway() -> None:

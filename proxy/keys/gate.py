@@ -78,14 +78,17 @@ class Gate:
 
             self.redis = connect(redis_url)
             self.limiter: MemoryLimiter | RedisLimiter = RedisLimiter(self.redis)
-            from proxy.keys.health import SharedHealth
+            from proxy.keys.health import SharedBalancer, SharedHealth
 
             self.health: SharedHealth | None = SharedHealth(config.router, self.redis)
             gateway.router.health = self.health
+            self.balancer: SharedBalancer | None = SharedBalancer(self.redis)
+            gateway.router.balancer = self.balancer
             self.budget: MemoryBudget | RedisBudget = RedisBudget(self.redis, self.keys.spent,
                                                                        LEASE_MARGIN_S + config.server.request_timeout_s)
         else:
             self.health = None
+            self.balancer = None
             self.limiter = MemoryLimiter()
             self.budget = MemoryBudget(self.keys.spent)
         self.cache: MemoryCache | RedisCache | None = None
@@ -349,6 +352,8 @@ class Gate:
     async def aclose(self) -> None:
         if self.health is not None:
             await self.health.aclose()
+        if self.balancer is not None:
+            await self.balancer.aclose()
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
         await self.limiter.aclose()

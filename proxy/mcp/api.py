@@ -15,9 +15,16 @@ from starlette.responses import Response
 from proxy.mcp.manager import manager_for
 
 
+def servers_for(scope: Any, servers: Any) -> list[str]:
+    """The configured servers a request's key may use: a virtual key's `mcp_servers`, else all."""
+    key = ((scope or {}).get("state") or {}).get("key")
+    allowed = getattr(key, "mcp_servers", None)
+    return [name for name in servers if allowed is None or name in allowed]
+
+
 async def list_tools(gateway: Any, request: Request) -> Response:
     manager = manager_for(gateway)
-    catalog = await manager.catalog(manager.servers, skip_unavailable=True)
+    catalog = await manager.catalog(servers_for(request.scope, manager.servers), skip_unavailable=True)
     data = [{"type": "function", "server": entry.server, "function": entry.function()["function"]}
             for entry in catalog.entries.values()]
     body: dict[str, Any] = {"object": "list", "data": data}

@@ -4,7 +4,7 @@ Tools keep the `SERVER__TOOL` names of the chat loop and the `allowed_tools`
 ceilings; calls go through the same connections, timeouts and truncation.
 The gateway middleware authenticates first (same keys as every route), so
 Claude Desktop/Code or any MCP client reaches the operator's servers only
-with a gateway key. Stateless (no session to keep per client): it serves the
+with a gateway key; a virtual key sees and calls only its `mcp_servers`. Stateless (no session to keep per client): it serves the
 session-less 2026-07-28 protocol and the handshake-era one alike. The SDK's
 session manager runs in an owner task started on the first request and
 stopped with the gateway's MCP connections.
@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 from starlette.types import Receive, Scope, Send
 
+from proxy.mcp.api import servers_for
 from proxy.mcp.manager import McpManager, manager_for
 
 log = logging.getLogger("omni.mcp")
@@ -70,7 +71,7 @@ class GatewayMcpServer:
     async def _list_tools(self, ctx: Any, params: Any) -> Any:
         from mcp_types import ListToolsResult, Tool
 
-        catalog = await self.manager.catalog(self.manager.servers, skip_unavailable=True)
+        catalog = await self.manager.catalog(_servers(ctx, self.manager), skip_unavailable=True)
         for name, why in catalog.unavailable.items():
             log.warning("/mcp: server '%s' left out of the listing: %s", name, why)
         return ListToolsResult(tools=[Tool(name=e.public, description=e.description, input_schema=e.parameters)
@@ -79,7 +80,7 @@ class GatewayMcpServer:
     async def _call_tool(self, ctx: Any, params: Any) -> Any:
         from mcp_types import CallToolResult, TextContent
 
-        server = next((name for name in self.manager.servers if params.name.startswith(name + "__")), None)
+        server = next((name for name in _servers(ctx, self.manager) if params.name.startswith(name + "__")), None)
         entry = None
         if server is not None:
             catalog = await self.manager.catalog([server], skip_unavailable=True)
@@ -92,3 +93,8 @@ class GatewayMcpServer:
                                   is_error=True)
         outcome = await self.manager.call(entry, params.arguments or {})
         return CallToolResult(content=[TextContent(type="text", text=outcome.result)], is_error=outcome.is_error)
+
+
+def _servers(ctx: Any, manager: McpManager) -> list[str]:
+    """The servers this MCP request's gateway key may use (the transport hands over the HTTP request)."""
+    return servers_for(getattr(getattr(ctx, "request", None), "scope", None), manager.servers)
