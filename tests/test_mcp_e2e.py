@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,7 +32,7 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters":
     "type": "object", "properties": {"city": {"type": "string"}}}}}
 
 
-def config(openai_url: str, anthropic_url: str, bedrock_url: str, mcp_url: str) -> str:
+def config(openai_url: str, anthropic_url: str, bedrock_url: str, mcp_url: str, data: str = "/nonexistent") -> str:
     stdio = f'transport: stdio, command: "{sys.executable}", args: ["{TOOLS_SERVER}"]'
     return f"""
 server:
@@ -53,6 +54,9 @@ mcp_servers:
   remote: {{transport: streamable_http, url: "{mcp_url}", headers: {{Authorization: "Bearer ${{MCP_TOKEN}}"}}}}
   locked: {{transport: streamable_http, url: "{mcp_url}", max_retries: 0}}
   nowhere: {{transport: stdio, command: /nonexistent/mcp-server, max_retries: 0}}
+rag:
+  store: {{type: sqlite, path: "{data}/rag.db"}}
+  allowed_paths: ["{data}"]
 """
 
 
@@ -67,8 +71,15 @@ def recorders() -> Iterator[dict[str, Recorder]]:
 
 
 @pytest.fixture(scope="module")
-def proxy(recorders: dict[str, Any]) -> Iterator[RunningProxy]:
-    with run_proxy(config(*recorders["urls"]), env={"MCP_TOKEN": MCP_TOKEN}) as running:
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("mcp-rag")
+    (folder / "launch.txt").write_text("Launch procedure. The launch code word is PELICAN-42, said twice.\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def proxy(recorders: dict[str, Any], data: Path) -> Iterator[RunningProxy]:
+    with run_proxy(config(*recorders["urls"], data=str(data)), env={"MCP_TOKEN": MCP_TOKEN}) as running:
         yield running
 
 
@@ -353,3 +364,35 @@ def test_a_later_round_failing_is_an_error_in_band_once_streaming(proxy: Running
     assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e.get("choices")) == "Looking."
     assert [t["name"] for e in events if e.get("choices") == [] for t in e.get("tool_trace", [])] == ["echo"]
     assert "scripted failure 400" in events[-1]["error"]["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_rag_context_reaches_every_round_of_the_tool_loop(proxy: RunningProxy, recorders: Any, data: Path,
+                                                         stream: bool) -> None:
+    recorder = script(recorders, "gpt", turn(None, ("call_1", "local__echo", {"text": "checking"})),
+                      turn("The code word is PELICAN-42 [1]."))
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "What is the launch code word?"}],
+            "mcp": {"servers": ["local"]}, "rag": {"sources": [str(data / "launch.txt")], "top_k": 1}}
+    if stream:
+        status, events = stream_raw(proxy, body)
+        assert status == 200 and events[-1] == "[DONE]"
+        chunks = events[:-1]
+        context = chunks[0]["rag_context"]
+        assert all("rag_context" not in c for c in chunks[1:])
+        trace = [entry for c in chunks if not c["choices"] for entry in c.get("tool_trace", [])]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    else:
+        response = httpx.post(proxy.v1 + "/chat/completions", json=body, timeout=30,
+                              headers={"authorization": f"Bearer {GATEWAY_KEY}"})
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        context, trace = answer["rag_context"], answer["tool_trace"]
+        text = answer["choices"][0]["message"]["content"]
+    assert len(context) == 1 and "PELICAN-42" in context[0]["content"]
+    assert [(t["name"], t["result"]) for t in trace] == [("echo", "checking")]
+    assert text == "The code word is PELICAN-42 [1]."
+    assert len(recorder.requests) == 2  # the retrieved context went to the model in both rounds, once each
+    for sent in (r.body for r in recorder.requests):
+        assert "rag" not in sent and "mcp" not in sent
+        systems = [m["content"] for m in sent["messages"] if m["role"] == "system"]
+        assert len(systems) == 1 and "[1]" in systems[0] and "PELICAN-42" in systems[0]

@@ -12,7 +12,7 @@ import pytest
 from proxy.config import McpServerConfig
 from proxy.errors import McpServerUnavailable
 from proxy.mcp.manager import McpManager
-from tests.mcp_servers import TOOLS_SERVER, http_server
+from tests.mcp_servers import LEGACY_SERVER, TOOLS_SERVER, http_server
 
 
 def stdio(name: str = "local", **options: object) -> McpServerConfig:
@@ -88,6 +88,20 @@ async def test_list_changed_refreshes_the_cached_tool_list() -> None:
             await asyncio.sleep(0.01)
         await call(manager, "local", "grow", name="silent", notify=False)
         assert "local__silent" not in (await manager.catalog(["local"])).entries
+    finally:
+        await manager.aclose()
+
+
+async def test_a_handshake_era_server_negotiates_down_and_its_list_changed_refreshes() -> None:
+    legacy = McpServerConfig("old", "stdio", command=sys.executable, args=(LEGACY_SERVER,), tools_ttl_s=3600)
+    manager = McpManager({"old": legacy})
+    try:
+        assert await call(manager, "old", "echo", text="hi") == ("hi (protocol 2025-06-18)", False)
+        assert "old__sprout" not in (await manager.catalog(["old"])).entries
+        assert await call(manager, "old", "grow", name="sprout") == ("added sprout", False)
+        async with asyncio.timeout(10):  # dropped by the session notification, listed again
+            while "old__sprout" not in (await manager.catalog(["old"])).entries:
+                await asyncio.sleep(0.01)
     finally:
         await manager.aclose()
 

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 TOOLS_SERVER = str(Path(__file__).with_name("tools_server.py"))
+LEGACY_SERVER = str(Path(__file__).with_name("legacy_server.py"))  # protocol 2025-06-18 only
 
 
 def free_port() -> int:
