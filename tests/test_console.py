@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(
     reason="SKIPPED LOUDLY: the console browser test needs Debian's chromium and chromium-driver (.ci/run installs them)")
 
 
-def config_yaml(db: str) -> str:
+def config_yaml(db: str, rag_db: str) -> str:
     return f"""
 server: {{api_keys: ["{MASTER}"]}}
 providers:
@@ -43,13 +43,15 @@ state:
   database: "sqlite:///{db}"
 mcp_servers:
   calc: {{transport: stdio, command: python, args: ["{ROOT}/docs/examples/mcp/calc_server.py"]}}
+rag:
+  store: {{type: sqlite, path: "{rag_db}"}}
 """
 
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
     tmp = tmp_path_factory.mktemp("console")
-    with run_proxy(config_yaml(f"{tmp}/state.db")) as running:
+    with run_proxy(config_yaml(f"{tmp}/state.db", f"{tmp}/rag.db")) as running:
         yield running
 
 
@@ -209,23 +211,37 @@ def test_console_pages_in_a_browser(proxy: RunningProxy, browser: Any) -> None:
     assert "calc__add" in css(".mcp-server[data-server='calc']").text
     shot(driver, "tools")
 
-    # Collections: RAG, when this build has it.
-    go(driver, "collections", "#rag-off, #col-upload")
-    if driver.find_elements(By.ID, "rag-off"):
-        assert httpx.get(proxy.v1 + "/vector_stores", headers={"Authorization": f"Bearer {MASTER}"}).status_code == 404
-    else:
-        doc = ARTIFACTS / "handbook.txt"
-        doc.write_text("The zebrafish regrows its fins. Omni-LLM serves many providers.\n")
-        css("#col-new").send_keys("handbook")
-        css("#col-file").send_keys(str(doc))
-        css("#col-upload").click()
-        until(lambda: driver.find_element(By.ID, "page").get_attribute("data-page") == "collections"
-              and css("#col-pick").text, "the uploaded collection")
-        css("#col-query").send_keys("zebrafish fins")
-        css("#col-search").click()
-        chunk = until(lambda: css("#col-results .chunk"), "a search result")
-        assert "handbook.txt" in chunk.text and "zebrafish" in chunk.text and "score" in chunk.text
+    # Collections: upload a file into a new collection, then find it by search.
+    go(driver, "collections", "#col-upload")
+    doc = ARTIFACTS / "handbook.txt"
+    doc.write_text("The zebrafish regrows its fins. Omni-LLM serves many providers.\n")
+    css("#col-new").send_keys("handbook")
+    css("#col-file").send_keys(str(doc))
+    css("#col-upload").click()
+    until(lambda: driver.find_element(By.ID, "page").get_attribute("data-page") == "collections"
+          and "handbook" in css("#col-pick").text, "the uploaded collection")
+    css("#col-query").send_keys("zebrafish fins")
+    css("#col-search").click()
+    chunk = until(lambda: css("#col-results .chunk"), "a search result")
+    assert "handbook.txt" in chunk.text and "zebrafish" in chunk.text and "score" in chunk.text
     shot(driver, "collections")
+
+    # The playground's rag and mcp fields: the sources and the tool calls show beside the answer.
+    go(driver, "playground", "#pg-send")
+    Select(css("#pg-model")).select_by_value("demo")
+    prompt = css("#pg-prompt")
+    prompt.clear()
+    prompt.send_keys("What regrows its fins? Count the words with calc__word_count.")
+    css("#pg-rag").send_keys("handbook")
+    css("#pg-mcp").send_keys("calc")
+    css("#pg-send").click()
+    source = until(lambda: css("#pg-sources li.source"), "the rag sources")
+    assert "handbook.txt" in source.text and "zebrafish" in source.text
+    call = until(lambda: css("#pg-trace li.tool-call"), "the MCP tool call")
+    assert call.text.startswith("calc.word_count(")
+    until(lambda: css("#pg-send").is_enabled() and css("dd[data-header='x-omni-provider']"), "the end of the stream")
+    assert "calc__word_count returned: 9" in css("#pg-answer").text
+    shot(driver, "playground-rag-mcp")
 
     # Signing out forgets the key: the login page again.
     css("#logout").click()

@@ -80,6 +80,8 @@ async function models() {
     h("p", { class: "muted" }, "Live figures of this process (its own metrics since start).")];
 }
 
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
 async function playground() {
   const { data } = await api("/v1/models");
   const model = h("select", { id: "pg-model" }, data.map((m) => h("option", { value: m.id }, m.id)));
@@ -91,9 +93,12 @@ async function playground() {
   const mcp = h("input", { id: "pg-mcp", placeholder: "servers, comma-separated", size: 22 });
   const answer = h("div", { id: "pg-answer", class: "card answer" });
   const headers = h("dl", { id: "pg-headers", class: "headers" });
+  const sources = h("ol", { id: "pg-sources" });
+  const trace = h("ul", { id: "pg-trace" });
   const error = h("p", { class: "error", id: "pg-error" });
   const send = h("button", { id: "pg-send", onclick: async () => {
-    answer.textContent = ""; headers.replaceChildren(); error.textContent = ""; send.disabled = true;
+    answer.textContent = ""; headers.replaceChildren(); sources.replaceChildren(); trace.replaceChildren();
+    error.textContent = ""; send.disabled = true;
     const messages = [];
     if (system.value.trim()) messages.push({ role: "system", content: system.value });
     messages.push({ role: "user", content: prompt.value });
@@ -102,7 +107,7 @@ async function playground() {
       if (so.checked) body.structured_output = { format: JSON.parse(soFormat.value) };
       if (rag.value.trim()) body.rag = { collection: rag.value.trim() };
       if (mcp.value.trim()) body.mcp = { servers: mcp.value.split(",").map((s) => s.trim()).filter(Boolean) };
-      await streamChat(body, answer, headers);
+      await streamChat(body, answer, headers, { sources, trace });
     } catch (e) { error.textContent = e.message; }
     finally { send.disabled = false; }
   } }, "Send");
@@ -114,11 +119,13 @@ async function playground() {
         h("label", {}, so, " structured_output "), soFormat,
         h("label", {}, "rag "), rag, h("label", {}, "mcp "), mcp),
       send, error),
-    h("h2", {}, "Answer (streamed)"), answer, h("h2", {}, "Response headers"), headers];
+    h("h2", {}, "Answer (streamed)"), answer,
+    h("h2", {}, "Sources (rag_context)"), sources, h("h2", {}, "MCP tool calls (tool_trace)"), trace,
+    h("h2", {}, "Response headers"), headers];
 }
 
 // POST a streaming chat completion and append each delta as it arrives (OpenAI SSE: `data: {...}` lines).
-async function streamChat(body, answer, headersEl) {
+async function streamChat(body, answer, headersEl, extras) {
   const started = new Date(Date.now() - 60e3).toISOString().replace(/\.\d+Z$/, "Z");
   const response = await fetch("/v1/chat/completions", {
     method: "POST", body: JSON.stringify(body),
@@ -144,6 +151,12 @@ async function streamChat(body, answer, headersEl) {
       if (data === "[DONE]") continue;
       const chunk = JSON.parse(data);
       if (chunk.error) throw new Error(chunk.error.message);
+      for (const c of chunk.rag_context || [])
+        extras.sources.append(h("li", { class: "source" }, `${c.source}${c.page ? " p." + c.page : ""} (score ${c.score}): `,
+                                h("span", { class: "muted" }, c.content.slice(0, 160))));
+      for (const t of chunk.tool_trace || [])
+        extras.trace.append(h("li", { class: "tool-call" + (t.is_error ? " error" : "") },
+                              `${t.server}.${t.name}(${JSON.stringify(t.arguments)}) → ${t.result} (${t.duration_ms} ms)`));
       const delta = chunk.choices?.[0]?.delta || {};
       if (delta.content) answer.append(delta.content);
       for (const call of delta.tool_calls || []) if (call.function?.arguments) answer.append(call.function.arguments);
@@ -271,7 +284,7 @@ async function collections() {
   let stores;
   try { stores = await api("/v1/vector_stores"); }
   catch (e) { if (e.status === 404) return [h("h1", {}, "Collections"), h("p", { class: "muted", id: "rag-off" }, "RAG is not enabled on this gateway (no /v1/vector_stores).")]; throw e; }
-  const pick = h("select", { id: "col-pick" }, stores.data.map((s) => h("option", { value: s.id }, `${s.name} (${s.file_counts?.completed ?? "?"} files)`)));
+  const pick = h("select", { id: "col-pick" }, stores.data.map((s) => h("option", { value: s.id }, `${s.name} (${plural(s.file_counts?.completed ?? 0, "file")})`)));
   const newName = h("input", { id: "col-new", placeholder: "new collection name" });
   const file = h("input", { type: "file", id: "col-file" });
   const status = h("p", { class: "muted", id: "col-status" });
