@@ -13,7 +13,9 @@ answers 503 to every request over the limit — `/health` included. Here:
   shed, the new connection is closed. The limit is also capped below the
   process's file-descriptor limit (which `serve` raises to its hard limit).
 
-A stalled request *body* is the middleware's job (408 JSON, `body_timeout_s`).
+A stalled request *body* is the middleware's job (408 JSON, `body_timeout_s`). The protocol marks a
+request whose body arrived whole before the app ran (`BODY_COMPLETE` in its scope: a small request
+in one packet, the usual case), so the middleware arms no stall timer for it.
 Settings reach the protocol through the lifespan state (`EDGE_STATE_KEY`),
 which uvicorn hands every protocol instance. The protocol class lives in
 `proxy.edge_protocol` (it imports uvicorn; the app, and Lambda, need not).
@@ -28,6 +30,7 @@ from typing import Any
 from proxy.config import ServerConfig
 
 EDGE_STATE_KEY = "omni_llm_edge"
+BODY_COMPLETE = "omni_llm.body_complete"  # scope key: the request body is already buffered in full
 PROTOCOL = "proxy.edge_protocol:GuardedHttpToolsProtocol"
 _FD_RESERVE = 64  # descriptors kept for upstream connections, logs, config reads
 

@@ -8,7 +8,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from proxy.config import ServerConfig
-from proxy.edge import EDGE_STATE_KEY
+from proxy.edge import BODY_COMPLETE, EDGE_STATE_KEY
 
 _TIMEOUT_BODY = b'{"error":{"message":"The request headers were not received in time.","type":"invalid_request_error","param":null,"code":"request_timeout"}}'
 _TIMEOUT_RESPONSE = (
@@ -46,6 +46,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._stop_waiting()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.scope[BODY_COMPLETE] = True  # type: ignore[literal-required]
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

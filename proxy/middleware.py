@@ -19,6 +19,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.config import ServerConfig
+from proxy.edge import BODY_COMPLETE
 from proxy.errors import AuthenticationFailed, ProxyError, RequestTimeout, RequestTooLarge, error_body_for
 
 access_log = logging.getLogger("omni.access")
@@ -133,7 +134,7 @@ class GatewayMiddleware:
                                 error_headers(error))
                 return
             route = self._fast.get(scope["path"]) if scope["method"] == "POST" else None
-            await (route or self.app)(scope, self._guarded(receive, headers), send_wrapper)
+            await (route or self.app)(scope, self._guarded(scope, receive, headers), send_wrapper)
         except ProxyError as error:  # from the body reader (413, 408) under a route that does not render it
             if status_holder[0] == 0:
                 log_fields["error"] = error.message
@@ -217,12 +218,14 @@ class GatewayMiddleware:
             return error
         return self._check_size(headers)
 
-    def _guarded(self, receive: Receive, headers: dict[bytes, bytes]) -> Receive:
+    def _guarded(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes]) -> Receive:
         """`receive` with the body-size limit (for chunked bodies; a declared length was checked) and a
         stall timeout on each body read (408); once the body is complete, `receive` as it is."""
         length = headers.get(b"content-length")
         if length == b"0" or (length is None and b"transfer-encoding" not in headers):
             return receive  # no body to wait for
+        if length is not None and scope.get(BODY_COMPLETE):
+            return receive  # `omni-llm serve`'s protocol already holds the whole (declared, checked) body
         limit = self._max if length is None else None
         timeout = self._body_timeout
         seen = 0

@@ -363,3 +363,60 @@ models:
     error = response.json()["error"]
     assert error["code"] == "provider_unavailable" and "could not be set up" in error["message"]
     assert "secret-key-1234" not in response.text
+
+
+@pytest.mark.parametrize(("packets", "whole"), [
+    ([b"POST /v1/x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"], True),
+    ([b"POST /v1/x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhel"], False),  # a stalled body keeps its timer
+    ([b"POST /v1/x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n", b"hello"], True),
+])
+async def test_the_protocol_marks_a_body_that_arrived_whole(packets: list[bytes], whole: bool) -> None:
+    """Its middleware then reads it with no stall timer (the hot path's one-packet request)."""
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from proxy.config import ServerConfig
+    from proxy.edge import BODY_COMPLETE
+    from proxy.edge_protocol import GuardedHttpToolsProtocol
+    from proxy.middleware import GatewayMiddleware
+
+    seen: list[dict[str, object]] = []
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        seen.append(scope)
+
+    class Transport(asyncio.Transport):
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return ("127.0.0.1", 8000) if name in ("sockname", "peername") else default
+
+        def write(self, data: bytes) -> None:
+            pass
+
+        def is_closing(self) -> bool:
+            return False
+
+        def close(self) -> None:
+            pass
+
+        def pause_reading(self) -> None:
+            pass
+
+        def resume_reading(self) -> None:
+            pass
+
+    config = Config(app=app, lifespan="off")
+    config.load()
+    protocol = GuardedHttpToolsProtocol(config, ServerState(), {})
+    protocol.connection_made(Transport())
+    for packet in packets:
+        protocol.data_received(packet)
+    scope = protocol.scope
+    assert bool(scope.get(BODY_COMPLETE)) is whole
+    protocol.connection_lost(None)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"hello", "more_body": False}
+
+    middleware = GatewayMiddleware(app, ServerConfig())
+    guarded = middleware._guarded(scope, receive, dict(scope["headers"]))  # type: ignore[arg-type]
+    assert (guarded is receive) is whole
