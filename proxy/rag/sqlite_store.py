@@ -272,7 +272,8 @@ class SqliteStore:
 
     # -- uploads ----------------------------------------------------------------------
     def add_file(self, filename: str, purpose: str, content: bytes) -> StoredFile:
-        stored = StoredFile("file-" + uuid.uuid4().hex[:24], filename, purpose, len(content), int(time.time()))
+        file_id = f"file-{time.time_ns() // 1000:013x}{uuid.uuid4().hex[:11]}"  # ids sort in creation order
+        stored = StoredFile(file_id, filename, purpose, len(content), int(time.time()))
         with self._lock:
             self._db.execute("INSERT INTO files (id, filename, purpose, bytes, created_at, content) VALUES (?,?,?,?,?,?)",
                              (stored.id, filename, purpose, stored.bytes, stored.created_at, content))

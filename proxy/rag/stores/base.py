@@ -224,7 +224,8 @@ class RecordStore:
 
     # -- uploads ----------------------------------------------------------------------------------
     def add_file(self, filename: str, purpose: str, content: bytes) -> StoredFile:
-        stored = StoredFile("file-" + uuid.uuid4().hex[:24], filename, purpose, len(content), int(time.time()))
+        file_id = f"file-{time.time_ns() // 1000:013x}{uuid.uuid4().hex[:11]}"  # ids sort in creation order
+        stored = StoredFile(file_id, filename, purpose, len(content), int(time.time()))
         parts = [content[i:i + PART_BYTES] for i in range(0, len(content), PART_BYTES)] or [b""]
         for n, part in enumerate(parts):
             key = f"blob/{stored.id}/{n:06d}"
