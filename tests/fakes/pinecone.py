@@ -60,23 +60,32 @@ class Stored:
 
 
 class Space(dict[str, Stored]):
-    """One namespace: vectors by id, with the dense matrix built on the first query after a write."""
+    """One namespace: vectors by id; the dense matrix and the sparse postings are rebuilt after a write."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.matrix: tuple[list[str], np.ndarray] | None = None
+        self.built: tuple[list[str], np.ndarray, dict[int, list[tuple[int, float]]]] | None = None
 
-    def dense_scores(self, dense: list[float], metric: str) -> tuple[list[str], np.ndarray]:
-        if self.matrix is None:
+    def scores(self, dense: list[float], sparse: Mapping[int, float], metric: str) -> tuple[list[str], np.ndarray]:
+        """Every vector's score, aligned with the ids (higher is better; a euclidean distance is negated)."""
+        if self.built is None:
             ids = list(self)
-            self.matrix = ids, np.array([self[i].values for i in ids], dtype=np.float32).reshape(len(ids), -1)
-        ids, matrix = self.matrix
+            postings: dict[int, list[tuple[int, float]]] = {}
+            for row, vector_id in enumerate(ids):
+                for term, weight in self[vector_id].sparse.items():
+                    postings.setdefault(term, []).append((row, weight))
+            matrix = np.array([self[i].values for i in ids], dtype=np.float32).reshape(len(ids), -1)
+            self.built = ids, matrix, postings
+        ids, matrix, postings = self.built
         query = np.asarray(dense, dtype=np.float32)
         if metric == "euclidean":
-            return ids, np.linalg.norm(matrix - query, axis=1)
-        scores = matrix @ query
+            return ids, -np.linalg.norm(matrix - query, axis=1)
+        scores = (matrix @ query).astype(np.float64)
         if metric == "cosine":
             scores = scores / np.maximum(np.linalg.norm(matrix, axis=1) * np.linalg.norm(query), 1e-30)
+        for term, weight in sparse.items():
+            for row, value in postings.get(term, ()):
+                scores[row] += weight * value
         return ids, scores
 
 
@@ -180,7 +189,7 @@ class FakePinecone:
         parsed = [(_id(v.get("id") if isinstance(v, dict) else None), _stored(index, v)) for v in vectors]
         space = index.namespaces.setdefault(_namespace(body.get("namespace", "")), Space())
         space.update(parsed)
-        space.matrix = None
+        space.built = None
         return {"upsertedCount": len(parsed)}
 
     def _query(self, index: FakeIndex, body: dict[str, Any], request: Request) -> dict[str, Any]:
@@ -204,18 +213,13 @@ class FakePinecone:
                 raise Rejected(400, "Cannot query with sparse values an index whose metric is not dotproduct")
         where = body.get("filter")
         test = _compile(where) if where is not None else None
-        ids, scores = space.dense_scores(dense, index.metric) if space else ([], np.zeros(0))
-        if index.metric == "euclidean":
-            scores = -scores  # a distance ranks nearest first
-        if test is None and not sparse and len(ids) > top_k:  # the plain dense query: only the top k are looked at
-            keep = np.argpartition(-scores, top_k)[:top_k]
-            ids, scores = [ids[i] for i in keep], scores[keep]
-        totals = {}
-        for vector_id, score in zip(ids, scores.tolist()):
-            stored = space[vector_id]
-            if test is None or test(stored.metadata or {}):
-                totals[vector_id] = score + sum(w * stored.sparse.get(t, 0.0) for t, w in sparse.items())
-        scored = sorted(((s, i) for i, s in totals.items()), key=lambda p: (-p[0], p[1]))[:top_k]
+        ids, scores = space.scores(dense, sparse, index.metric) if space else ([], np.zeros(0))
+        if test is not None:  # the filter applies before the top k are taken
+            keep = np.array([test(space[i].metadata or {}) for i in ids], dtype=bool)
+            scores = np.where(keep, scores, -np.inf)
+        best = np.argsort(-scores, kind="stable")[:top_k] if len(ids) <= top_k else \
+            np.argpartition(-scores, top_k)[:top_k]
+        scored = sorted(((float(scores[r]), ids[r]) for r in best if scores[r] != -np.inf), key=lambda p: (-p[0], p[1]))
         if index.metric == "euclidean":
             scored = [(-s, i) for s, i in scored]
         matches = []
@@ -285,7 +289,7 @@ class FakePinecone:
         space = index.namespaces.get(namespace, Space())
         for vector_id in ids:
             space.pop(_id(vector_id), None)
-        space.matrix = None
+        space.built = None
         return {}
 
     def _stats(self, index: FakeIndex, body: dict[str, Any], request: Request) -> dict[str, Any]:

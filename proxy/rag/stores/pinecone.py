@@ -32,7 +32,7 @@ import orjson
 
 from proxy.errors import ProviderUnavailable
 from proxy.rag.search import Compare, Filter, Group, document_terms, query_terms
-from proxy.rag.store import Collection
+from proxy.rag.store import Collection, Ingested
 from proxy.rag.stores.base import ChunkRow, RecordStore, source_key, unit
 
 T = TypeVar("T")
@@ -125,11 +125,16 @@ class PineconeStore(RecordStore):
             self._call("delete", lambda: self._index.delete(ids=batch, namespace=namespace))
 
     # -- chunks -------------------------------------------------------------------------------------
+    def write_documents(self, collection_id: str, items: Sequence[Ingested]) -> None:
+        # Checked before the base class records the collection's dimensions: a refused write changes nothing.
+        for item in items:
+            if len(item.chunks) and item.vectors.shape[1] > self._dimension:
+                raise ValueError(f"the pinecone index {self._name!r} has dimension {self._dimension}: embeddings "
+                                 f"of {item.vectors.shape[1]} dimensions do not fit (use an index as wide as the "
+                                 f"embedding model)")
+        super().write_documents(collection_id, items)
+
     def _chunks_add(self, collection: Collection, rows: Sequence[ChunkRow]) -> None:
-        width = len(rows[0].vector) if rows and rows[0].vector is not None else 0
-        if width > self._dimension:
-            raise ValueError(f"the pinecone index {self._name!r} has dimension {self._dimension}: embeddings of "
-                             f"{width} dimensions do not fit (use an index as wide as the embedding model)")
         namespace = self._namespace(collection.id)
         batch: list[dict[str, Any]] = []
         size = 0
@@ -168,9 +173,8 @@ class PineconeStore(RecordStore):
                     raise  # a namespace never written to does not exist: nothing to delete
             return
         prefix = f"{collection_id}." + (f"{source_key(source)}." if source is not None else "")
-        for ids in self._list_ids(namespace, prefix):
-            stale = [i for i in ids if keep_generation is None or i.split(".")[2] != keep_generation]
-            self._delete_ids(namespace, stale)
+        listed = [i for ids in self._list_ids(namespace, prefix) for i in ids]  # all pages first, then delete
+        self._delete_ids(namespace, [i for i in listed if keep_generation is None or i.split(".")[2] != keep_generation])
 
     def _chunks_get(self, chunk_ids: Sequence[str]) -> list[ChunkRow]:
         by_collection: dict[str, list[str]] = {}
