@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("pinecone", reason="the pinecone extra is not installed: pip install 'omni-llm[pinecone]'")
 
-from proxy.errors import ProviderUnavailable  # noqa: E402
+from proxy.errors import InvalidRequest, ProviderUnavailable  # noqa: E402
 from proxy.rag.chunking import Chunk  # noqa: E402
 from proxy.rag.loaders import Document  # noqa: E402
 from proxy.rag.search import parse_filter  # noqa: E402
@@ -120,7 +120,7 @@ def test_ne_and_nin_never_match_a_missing_attribute(store: Store) -> None:
     for raw in ({"type": "ne", "key": "team", "value": "blue"}, {"type": "nin", "key": "team", "value": ["blue"]}):
         found = store.keyword([cid], "words", 10, parse_filter(raw))
         assert [store.hits([i])[i].source for i, _ in found] == ["tagged.txt"], raw
-    with pytest.raises(ValueError, match="only numbers"):
+    with pytest.raises(InvalidRequest, match="only numbers"):  # Pinecone's $gt/$lt compare numbers
         store.dense([cid], np.ones(DIMENSION), 5, parse_filter({"type": "gt", "key": "team", "value": "a"}))
 
 

@@ -30,8 +30,8 @@ from urllib.parse import quote
 import numpy as np
 import orjson
 
-from proxy.errors import ProviderUnavailable
-from proxy.rag.search import Compare, Filter, Group, document_terms, query_terms
+from proxy.errors import InvalidRequest, ProviderUnavailable
+from proxy.rag.search import Filter, Group, document_terms, query_terms
 from proxy.rag.store import Collection, Ingested
 from proxy.rag.stores.base import ChunkRow, RecordStore, source_key, unit
 
@@ -164,13 +164,7 @@ class PineconeStore(RecordStore):
     def _chunks_delete(self, collection_id: str, source: str | None, keep_generation: str | None = None) -> None:
         namespace = self._namespace(collection_id)
         if source is None and keep_generation is None:
-            from pinecone import errors
-
-            try:
-                self._call("delete a collection", lambda: self._index.delete(delete_all=True, namespace=namespace))
-            except ProviderUnavailable as exc:
-                if not isinstance(exc.__cause__, errors.NotFoundError):
-                    raise  # a namespace never written to does not exist: nothing to delete
+            self._call("delete a collection", lambda: _delete_namespace(self._index, namespace))
             return
         prefix = f"{collection_id}." + (f"{source_key(source)}." if source is not None else "")
         listed = [i for ids in self._list_ids(namespace, prefix) for i in ids]  # all pages first, then delete
@@ -254,6 +248,15 @@ def _open_index(api_key: str, name: str, host: str | None) -> tuple[Any, int]:
     return index, int(dimension)
 
 
+def _delete_namespace(index: Any, namespace: str) -> None:
+    from pinecone import errors
+
+    try:
+        index.delete(delete_all=True, namespace=namespace)
+    except errors.NotFoundError:
+        pass  # a namespace never written to does not exist: nothing to delete
+
+
 def _record_id(key: str) -> str:
     """Vector ids are ASCII: keys (collection names may not be) are percent-encoded, which keeps prefixes."""
     return quote(key, safe="/")
@@ -282,7 +285,8 @@ def to_pinecone_filter(where: Filter) -> dict[str, Any]:
     key = where.key if where.key in ("source", "page", "section", "chunk_index") else ATTRIBUTE + where.key
     if where.op in _RANGE:
         if isinstance(where.value, bool) or not isinstance(where.value, (int, float)):
-            raise ValueError(f"the pinecone store compares only numbers with {where.op} (key {where.key!r})")
+            raise InvalidRequest(f"the pinecone RAG store compares only numbers with `{where.op}` "
+                                 f"(key {where.key!r}, value {where.value!r})")
         return {key: {_RANGE[where.op]: where.value}}
     value = list(where.value) if where.op in ("in", "nin") else where.value
     if where.op in ("eq", "in"):
