@@ -44,15 +44,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from proxy.errors import InvalidRequest, ProviderUnavailable, ProxyError
-from proxy.rag.search import CHUNK_FIELDS, Compare, Filter, Group, document_terms, query_terms
+from proxy.rag.search import CHUNK_FIELDS, Filter, Group, document_terms, query_terms
 from proxy.rag.store import Collection
-from proxy.rag.stores.base import ChunkRow, RecordStore, unit
+from proxy.rag.stores.base import ChunkRow, RecordStore, source_key, unit
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient, models
 
 BATCH = 256  # points per upsert: 256 chunks of 1536 floats and their text stay far under the server's 32 MiB
 SCROLL = 1000  # records per scroll page
+PROBE = 256  # point ids asked at once when local mode looks for a document's older chunks
 _NAMESPACE = uuid.UUID("7f2d9b4e-1c1a-5f0e-9a43-0c6b1d2e8f51")  # uuid5 namespace of point ids
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
 _PLAIN_KEY = re.compile(r"^\w+$")
@@ -62,6 +63,13 @@ _CHUNK_INDEXES = {"source": "keyword", "generation": "keyword", "section": "keyw
 
 def point_id(key: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, key))
+
+
+def chunk_point(chunk_id: str) -> str:
+    """A chunk's point id: its place in its document (collection, source, index), not its generation, so a
+    new version of a document overwrites the old one's points in place (see `_chunks_delete`)."""
+    collection, source, _generation, index = chunk_id.split(".")
+    return point_id(f"{collection}.{source}.{index}")
 
 
 def parents(key: str) -> list[str]:
@@ -92,7 +100,7 @@ def to_qdrant_filter(where: Filter) -> models.Filter:
         exists = models.IsEmptyCondition(is_empty=models.PayloadField(key=path))
         values = [where.value] if where.op == "ne" else list(where.value)
         return models.Filter(must_not=[exists, *_equals(path, values)])
-    if isinstance(where.value, str) or isinstance(where.value, bool):
+    if isinstance(where.value, (str, bool)):
         raise InvalidRequest(f"the qdrant RAG store compares `{where.op}` against numbers only",
                              param="filters")
     bound = float(where.value)
@@ -188,6 +196,7 @@ class QdrantStore(RecordStore):
         self.prefix = prefix
         self.records = f"{prefix}_records"
         self._known: set[str] = set()  # chunk collections seen to exist (never re-created under the same name)
+        self._written: dict[tuple[str, str], int] = {}  # (collection, source) -> chunks just written
         self._sizes: dict[str, int] = {}  # chunk collection -> its dense dimension
         self._indexed: set[tuple[str, str]] = set()  # (collection, field) payload indexes made (server mode)
         self._local_path: str | None = None
@@ -341,6 +350,8 @@ class QdrantStore(RecordStore):
                     self._index(name, field_path(key), _schema(value))
             for start in range(0, len(rows), BATCH):
                 self.client.upsert(name, [_point(row) for row in rows[start:start + BATCH]], wait=True)
+        # one document's rows (RecordStore writes a document at a time): its older chunks start past these
+        self._written[(collection.id, rows[0].source)] = max(row.chunk_index for row in rows) + 1
 
     def _chunks_delete(self, collection_id: str, source: str | None, keep_generation: str | None = None) -> None:
         from qdrant_client import models
@@ -353,10 +364,33 @@ class QdrantStore(RecordStore):
                 self.client.delete_collection(name)
                 self._known.discard(name)
                 return
-            match = [models.FieldCondition(key="source", match=models.MatchValue(value=source))]
-            keep = [models.FieldCondition(key="generation", match=models.MatchValue(value=keep_generation))] \
+            written = self._written.pop((collection_id, source), 0) if keep_generation is not None else 0
+            if self.local:
+                self._delete_from(name, collection_id, source, written)
+                return
+            match = models.FieldCondition(key="source", match=models.MatchValue(value=source))
+            keep = models.FieldCondition(key="generation", match=models.MatchValue(value=keep_generation)) \
                 if keep_generation is not None else None
-            self.client.delete(name, models.FilterSelector(filter=models.Filter(must=match, must_not=keep)), wait=True)
+            selector = models.FilterSelector(filter=models.Filter(must=match, must_not=keep))
+            self.client.delete(name, selector, wait=True)
+
+    def _delete_from(self, name: str, collection_id: str, source: str, first: int) -> None:
+        """Local mode: delete a document's points from index `first` on. A filter would scan the whole
+        collection in Python (ingest would grow quadratic); a document's points are its chunk indexes
+        0..n-1 (chunking.py counts them across the document), each version overwriting the last in place,
+        so its older chunks are the run of points past the new version's, found by id."""
+        from qdrant_client import models
+
+        found: list[Any] = []
+        while True:
+            ids = [point_id(f"{collection_id}.{source_key(source)}.{i}") for i in range(first, first + PROBE)]
+            points = self.client.retrieve(name, ids, with_payload=False, with_vectors=False)
+            found += [p.id for p in points]
+            if len(points) < PROBE:
+                break
+            first += PROBE
+        if found:  # all at once: a partial delete would break the run for the next look
+            self.client.delete(name, models.PointIdsList(points=found), wait=True)
 
     def _chunks_get(self, chunk_ids: Sequence[str]) -> list[ChunkRow]:
         by_collection: dict[str, list[str]] = {}
@@ -367,9 +401,12 @@ class QdrantStore(RecordStore):
             name = self._chunks_name(collection_id)
             if not self._exists(name):
                 continue
+            asked = {i for i in ids if i.count(".") == 3}  # RecordStore's ids: collection.source.generation.index
             with self._calling():
-                found = self.client.retrieve(name, [point_id(i) for i in ids], with_payload=True, with_vectors=False)
-            rows += [ChunkRow.from_payload(p.payload) for p in found if p.payload]
+                found = self.client.retrieve(name, [chunk_point(i) for i in asked], with_payload=True,
+                                             with_vectors=False)
+            # a point now holding a newer version of the chunk does not answer for the old id
+            rows += [ChunkRow.from_payload(p.payload) for p in found if p.payload and p.payload["chunk_id"] in asked]
         return rows
 
     # -- search ------------------------------------------------------------------------------------
@@ -426,6 +463,6 @@ def _point(row: ChunkRow) -> models.PointStruct:
 
     terms = document_terms(row.content)
     return models.PointStruct(
-        id=point_id(row.id), payload=row.payload(),
+        id=chunk_point(row.id), payload=row.payload(),
         vector={"dense": row.vector.tolist(),  # type: ignore[union-attr]
                 "keyword": models.SparseVector(indices=list(terms), values=list(terms.values()))})
