@@ -1,7 +1,7 @@
 """The `qdrant` RAG store in local mode: ingest rate and dense / keyword query latency at a given size.
 
     python -m bench.rag_store_qdrant                     # 100k chunks (a few minutes)
-    python -m bench.rag_store_qdrant --size 10000 --queries 100
+    python -m bench.rag_store_qdrant --size 10000 --queries 100 --keyword-queries 50
 
 Store calls only (no embedding model): the synthetic corpus of bench.rag_bench (~60-word chunks,
 Zipf word frequencies), random unit vectors of `--dims`, written as documents of 100 chunks the way
@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from bench.rag_bench import corpus, percentile  # noqa: E402
 
 
-def run(size: int, dims: int, queries: int, folder: str) -> dict[str, float]:
+def run(size: int, dims: int, queries: int, keyword_queries: int, folder: str) -> dict[str, float]:
     from proxy.rag.chunking import Chunk
     from proxy.rag.loaders import Document
     from proxy.rag.store import Ingested, open_store
@@ -44,11 +44,12 @@ def run(size: int, dims: int, queries: int, folder: str) -> dict[str, float]:
                                                  vectors[start:start + 100])])
         ingest_s = time.perf_counter() - started
         dense, keyword = [], []
-        for i in range(queries):
+        for _ in range(queries):
             query = vectors[rng.integers(size)] + rng.normal(scale=0.1, size=dims).astype(np.float32)
             began = time.perf_counter()
             store.dense([cid], query, 5)
             dense.append((time.perf_counter() - began) * 1000)
+        for i in range(keyword_queries):
             began = time.perf_counter()
             store.keyword([cid], words[i % len(words)], 5)
             keyword.append((time.perf_counter() - began) * 1000)
@@ -64,10 +65,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--dims", type=int, default=256)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--keyword-queries", type=int, default=20, help="local mode scores each point in Python")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="Local mode is not recommended")
     with tempfile.TemporaryDirectory() as folder:
-        r = run(args.size, args.dims, args.queries, folder)
+        r = run(args.size, args.dims, args.queries, args.keyword_queries, folder)
     print(f"qdrant local, {r['chunks']:,} chunks of {args.dims} dims: ingest {r['ingest_per_s']:,.0f} chunks/s; "
           f"dense p50/p99 {r['dense_p50']:.1f} / {r['dense_p99']:.1f} ms; "
           f"keyword p50/p99 {r['keyword_p50']:.1f} / {r['keyword_p99']:.1f} ms")

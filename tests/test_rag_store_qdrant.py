@@ -117,6 +117,25 @@ def test_two_gateways_on_one_server_with_different_prefixes_do_not_see_each_othe
         two.close()
 
 
+@pytest.mark.parametrize("mode", ["url", "path"])
+def test_a_collection_deleted_by_another_gateway_searches_as_empty(fake: tuple[str, Recorder], tmp_path: Path,
+                                                                    mode: str) -> None:
+    settings = {"type": "qdrant", "url": fake[0], "api_key": "qd-secret", "prefix": "gone"} if mode == "url" \
+        else {"type": "qdrant", "path": str(tmp_path / "q")}
+    one, two = open_store(settings), open_store(settings)
+    try:
+        cid = one.create_collection("docs", "m", {}).id
+        one.write_documents(cid, [ingested("a.txt", ["alpha text"])])
+        assert len(two.dense([cid], np.ones(4), 5)) == 1  # `two` has now seen the collection
+        chunk = two.keyword([cid], "alpha", 5)[0][0]
+        assert one.delete_collection(cid) is True
+        assert two.dense([cid], np.ones(4), 5) == [] and two.keyword([cid], "alpha", 5) == []
+        assert two.hits([chunk]) == {}
+    finally:
+        one.close()
+        two.close()
+
+
 def test_record_parents() -> None:
     assert parents("document/vs_1/abc") == ["document/", "document/vs_1/"]
     assert parents("name/x") == ["name/"] and parents("flat") == []

@@ -188,6 +188,7 @@ class QdrantStore(RecordStore):
     def __init__(self, url: str | None = None, api_key: str | None = None, path: str | None = None,
                  prefix: str = "omni") -> None:
         super().__init__()
+        url, api_key, path, prefix = url or None, api_key or None, path or None, prefix or "omni"  # "" is unset
         if (url is None) == (path is None):
             raise ProviderUnavailable("the qdrant RAG store needs exactly one of `url` (a server) or `path` (local)")
         if not _PREFIX.match(prefix):
@@ -200,6 +201,7 @@ class QdrantStore(RecordStore):
         self._sizes: dict[str, int] = {}  # chunk collection -> its dense dimension
         self._indexed: set[tuple[str, str]] = set()  # (collection, field) payload indexes made (server mode)
         self._local_path: str | None = None
+        self._closed = False
         if path is not None:
             self._local_path = os.path.realpath(os.path.expanduser(path))
             self.where = self._local_path
@@ -260,12 +262,13 @@ class QdrantStore(RecordStore):
         self._indexed.add((collection, name))
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._local_path is not None:
-            path, self._local_path = self._local_path, None
-            _LOCAL.release(path)
-        elif self.where:
+            _LOCAL.release(self._local_path)
+        else:
             self.client.close()
-            self.where = ""
 
     # -- records -----------------------------------------------------------------------------------
     def _record_put(self, key: str, record: Mapping[str, Any]) -> None:
@@ -310,12 +313,34 @@ class QdrantStore(RecordStore):
         return f"{self.prefix}_chunks_{collection_id}"
 
     def _exists(self, name: str) -> bool:
-        if name not in self._known:
+        """Whether a chunk collection exists: asked each time in local mode (a lookup in the shared client,
+        which another store of this process may change), remembered once seen on a server."""
+        if name not in self._known or self.local:
             with self._calling():
-                if self.client.collection_exists(name):
+                if not self.client.collection_exists(name):
+                    self._known.discard(name)
+                    return False
+                if name not in self._known:
                     self._known.add(name)
                     self._tune_local(name)
-        return name in self._known
+        return True
+
+    def _reading(self, read: Callable[..., Any], name: str, **options: Any) -> list[Any]:
+        """`read(name, **options)` on a chunk collection: [] when it does not exist (or another gateway just
+        deleted it)."""
+        from qdrant_client.http.exceptions import UnexpectedResponse
+
+        with self._calling():  # in local mode the lock holds from the existence check to the read
+            if not self._exists(name):
+                return []
+            try:
+                found = read(name, **options)
+                return found.points if hasattr(found, "points") else list(found)  # query_points' answer
+            except UnexpectedResponse as exc:
+                if exc.status_code != 404:
+                    raise
+                self._known.discard(name)
+                return []
 
     def _tune_local(self, name: str) -> None:
         """Local mode commits every point to its collection's SQLite file with a full sync (~3 ms each on
@@ -399,12 +424,9 @@ class QdrantStore(RecordStore):
         rows: list[ChunkRow] = []
         for collection_id, ids in by_collection.items():
             name = self._chunks_name(collection_id)
-            if not self._exists(name):
-                continue
             asked = {i for i in ids if i.count(".") == 3}  # RecordStore's ids: collection.source.generation.index
-            with self._calling():
-                found = self.client.retrieve(name, [chunk_point(i) for i in asked], with_payload=True,
-                                             with_vectors=False)
+            found = self._reading(self.client.retrieve, name, ids=[chunk_point(i) for i in asked],
+                                  with_payload=True, with_vectors=False)
             # a point now holding a newer version of the chunk does not answer for the old id
             rows += [ChunkRow.from_payload(p.payload) for p in found if p.payload and p.payload["chunk_id"] in asked]
         return rows
@@ -433,11 +455,10 @@ class QdrantStore(RecordStore):
         found: list[tuple[str, float]] = []
         for collection_id in dict.fromkeys(collection_ids):
             name = self._chunks_name(collection_id)
-            if not self._exists(name) or (using == "dense" and self._dims(name) != len(query)):
-                continue
-            with self._calling():
-                points = self.client.query_points(name, query=query, using=using, query_filter=native, limit=k,
-                                                  with_payload=["chunk_id"], with_vectors=False).points
+            if using == "dense" and self._exists(name) and self._dims(name) != len(query):
+                continue  # another embedding model's collection: nothing of it is near this vector
+            points = self._reading(self.client.query_points, name, query=query, using=using, query_filter=native,
+                                   limit=k, with_payload=["chunk_id"], with_vectors=False)
             found += [(p.payload["chunk_id"], p.score) for p in points if p.payload]
         return sorted(found, key=lambda pair: -pair[1])[:k]
 
