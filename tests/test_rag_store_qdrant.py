@@ -259,7 +259,7 @@ def test_an_unreachable_qdrant_is_a_503_on_the_chat_route() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with run_proxy(gateway(f'{{type: qdrant, url: "{url}"}}')) as proxy:
         response = httpx.post(proxy.v1 + "/chat/completions", json={
-            "model": "demo", "messages": [{"role": "user", "content": "hi"}], "rag": {"collection": "handbook"}})
+            "model": "demo", "messages": [{"role": "user", "content": "hi"}], "rag": {"collection": "handbook"}}, timeout=120)
         assert response.status_code == 503, response.text
         error = response.json()["error"]
         assert error["code"] == "provider_unavailable" and "qdrant" in error["message"] and url in error["message"]

@@ -292,7 +292,7 @@ class SqliteStore:
 
     def list_files(self) -> list[StoredFile]:
         with self._lock:
-            rows = self._db.execute("SELECT id, filename, purpose, bytes, created_at FROM files ORDER BY created_at, id")
+            rows = self._db.execute("SELECT id, filename, purpose, bytes, created_at FROM files ORDER BY created_at, rowid")
             return [StoredFile(*row) for row in rows]
 
     def delete_file(self, file_id: str) -> bool:
