@@ -48,6 +48,11 @@ ENV PATH=/opt/omni-llm/bin:$PATH \
     AWS_LWA_PORT=8080 \
     AWS_LWA_READINESS_CHECK_PATH=/health \
     AWS_LWA_INVOKE_MODE=response_stream
+# S3-triggered ingestion (docs/rag.md): the adapter POSTs non-HTTP events (an S3 bucket notification) to
+# AWS_LWA_PASS_THROUGH_PATH, which `serve` answers; 207 is the answer when a record failed, and only that route
+# gives it, so AWS_LWA_ERROR_STATUS_CODES=207 fails exactly those invocations (Lambda then retries the event).
+ENV AWS_LWA_PASS_THROUGH_PATH=/events \
+    AWS_LWA_ERROR_STATUS_CODES=207
 # File descriptors: the image sets no limit (a Dockerfile cannot); `serve` raises its soft
 # RLIMIT_NOFILE to the hard limit the runtime gives and keeps server.max_connections (2048) below it
 # minus 64. Lambda: 1,024 descriptors -> at most 960 connections. Elsewhere choose with

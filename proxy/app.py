@@ -426,6 +426,10 @@ def lazy_route(target: str) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
+# The Lambda Web Adapter's default pass-through path for non-HTTP events (AWS_LWA_PASS_THROUGH_PATH).
+EVENTS_PATH = "/events"
+
+
 # OpenAI-compatible files and vector stores over the RAG engine (CONTRACT §10).
 _RAG_ROUTES = (
     ("POST", "/files", "create_file"), ("GET", "/files", "list_files"), ("GET", "/files/{file_id}", "get_file"),
@@ -488,6 +492,12 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
         for prefix in ("/v1", "")
     ]
 
+    # S3-triggered ingestion (docs/rag.md): the Lambda Web Adapter posts non-HTTP events to its pass-through
+    # path with no key, so the route is open; an event is only a hint, checked against S3 (proxy/rag/s3events.py).
+    events_path = os.environ.get("AWS_LWA_PASS_THROUGH_PATH") or EVENTS_PATH
+    routes += [Route(events_path, gateway.errors_rendered(lazy_route("proxy.rag.s3events:events_route")),
+                     methods=["POST"])]
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         if gateway.gate is not None:
@@ -518,7 +528,8 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
     app = Starlette(
         routes=routes,
         middleware=[Middleware(GatewayMiddleware, server=config.server, fast_routes=fast_routes,
-                               virtual_keys=gateway.gate.keys if gateway.gate is not None else None)],
+                               virtual_keys=gateway.gate.keys if gateway.gate is not None else None,
+                               open_paths=(events_path,))],
         exception_handlers={404: not_found, 405: not_found},
         lifespan=lifespan,
     )

@@ -86,8 +86,9 @@ class GatewayMiddleware:
     """
 
     def __init__(self, app: ASGIApp, server: ServerConfig, fast_routes: dict[str, ASGIApp] | None = None,
-                 virtual_keys: VirtualKeys | None = None) -> None:
+                 virtual_keys: VirtualKeys | None = None, open_paths: tuple[str, ...] = ()) -> None:
         self.app = app
+        self._open = _OPEN_PATHS | frozenset(open_paths)  # plus e.g. the S3 events route (no key)
         self._keys = [k.encode() for k in server.api_keys if k]
         # Virtual keys (proxy/keys) are looked up only for a token that is no master key and looks like one.
         self._virtual = virtual_keys
@@ -184,7 +185,7 @@ class GatewayMiddleware:
         await send({"type": "http.response.body", "body": body})
 
     def _check(self, scope: Scope, headers: dict[bytes, bytes]) -> ProxyError | None:
-        if self._keys and scope["path"] not in _OPEN_PATHS and scope["method"] != "OPTIONS":
+        if self._keys and scope["path"] not in self._open and scope["method"] != "OPTIONS":
             presented = headers.get(b"x-api-key") or b""
             auth = headers.get(b"authorization", b"")
             if auth[:7].lower() == b"bearer ":
@@ -198,7 +199,7 @@ class GatewayMiddleware:
                     return _VIRTUAL
                 which = "Incorrect API key provided." if presented else "Missing API key: send 'Authorization: Bearer KEY'."
                 return AuthenticationFailed(which)
-        elif self._virtual is not None and scope["path"] not in _OPEN_PATHS and scope["method"] != "OPTIONS":
+        elif self._virtual is not None and scope["path"] not in self._open and scope["method"] != "OPTIONS":
             # No master keys (an open, loopback gateway) but a `state` section: virtual keys still identify.
             if _presented(headers).startswith(b"sk-omni-"):
                 return _VIRTUAL

@@ -139,6 +139,12 @@ class RagEngine:
         report.collection = await self.get(collection.id)
         return report
 
+    async def remove_document(self, collection: Collection, source: str) -> bool:
+        """Drop one document's chunks (under the collection's ingest lock, so it cannot interleave with an
+        ingest of the same collection); False when the collection did not hold it."""
+        async with self._lock(collection.id):
+            return await asyncio.to_thread(self.store.delete_document, collection.id, source)
+
     async def adhoc(self, sources: Sequence[str]) -> Collection:
         """A collection holding exactly these sources, named after their content (so it is built once)."""
         documents, skipped = await load_sources(sources, allowed_paths=self.settings.allowed_paths,

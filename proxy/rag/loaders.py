@@ -116,10 +116,8 @@ def _load_s3(source: str) -> Iterator[Document | Skipped]:
     except ImportError:
         yield Skipped(source, "S3 sources need boto3 (pip install 'omni-llm[s3]')")
         return
-    # botocore reads AWS_ENDPOINT_URL_S3 itself in recent versions; passing it keeps older ones honest.
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
     try:
-        client = boto3.client("s3", endpoint_url=endpoint)
+        client = _s3_client(boto3)
         pages = client.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": S3_PAGE_SIZE})
         objects = [obj for page in pages for obj in page.get("Contents", [])]
@@ -141,6 +139,60 @@ def _load_s3(source: str) -> Iterator[Document | Skipped]:
                 yield Skipped(name, f"unreadable ({_s3_reason(exc)})")
                 continue
             yield document_from_bytes(name, data)
+
+
+def _s3_client(boto3: Any) -> Any:
+    # botocore reads AWS_ENDPOINT_URL_S3 itself in recent versions; passing it keeps older ones honest.
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    return boto3.client("s3", endpoint_url=endpoint)
+
+
+class S3Unavailable(Exception):
+    """S3 could not say (access denied, no boto3, a network error): the reason is the message."""
+
+
+_GONE = ("NoSuchKey", "404", "NotFound")  # GetObject says NoSuchKey; HEAD has no body, so only "404"
+
+
+def read_s3_object(bucket: str, key: str) -> Document | Skipped | None:
+    """The object at `key` read as `_load_s3` reads a prefix (same `s3://bucket/key` source, same size cap),
+    or None when S3 says there is no such object (S3-triggered ingestion, proxy/rag/s3events.py)."""
+    name = f"s3://{bucket}/{key}"
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return Skipped(name, "S3 sources need boto3 (pip install 'omni-llm[s3]')")
+    try:
+        response = _s3_client(boto3).get_object(Bucket=bucket, Key=key)
+        body = response["Body"]
+        if response.get("ContentLength", 0) > S3_MAX_BYTES:
+            body.close()
+            return Skipped(name, f"larger than {S3_MAX_BYTES} bytes")
+        data = body.read()
+    except (BotoCoreError, ClientError) as exc:
+        reason = _s3_reason(exc)
+        return None if reason in _GONE else Skipped(name, f"unreadable ({reason})")
+    return document_from_bytes(name, data)
+
+
+def s3_object_exists(bucket: str, key: str) -> bool:
+    """HEAD the object: False only when S3 answers that it does not exist (raises S3Unavailable otherwise).
+
+    Without s3:ListBucket S3 answers 403, not 404, for a missing key: that is S3Unavailable, never "gone"."""
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        raise S3Unavailable("S3 sources need boto3 (pip install 'omni-llm[s3]')") from None
+    try:
+        _s3_client(boto3).head_object(Bucket=bucket, Key=key)
+    except (BotoCoreError, ClientError) as exc:
+        reason = _s3_reason(exc)
+        if reason in _GONE:
+            return False
+        raise S3Unavailable(f"cannot check the object ({reason})") from None
+    return True
 
 
 def _s3_reason(exc: Exception) -> str:
