@@ -405,6 +405,52 @@ def test_image_routes_pass_through_events_and_fails_the_invocation_on_a_failed_r
         stop(process)
 
 
+def test_deploy_templates_wire_the_bucket_to_the_pass_through_route() -> None:
+    """deploy/template.yaml (cfn-lint checks it as a whole in deploy/check.sh) and the Terraform module: the
+    notification's events, the role's S3 access, and the adapter settings the image and the route agree on."""
+    import re
+
+    import yaml
+
+    from proxy.rag.s3events import FAILED_STATUS
+    from tests.test_lambda import ROOT, dockerfile
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.SequenceNode):
+            return [suffix, loader.construct_sequence(node, deep=True)]
+        if isinstance(node, yaml.MappingNode):
+            return [suffix, loader.construct_mapping(node, deep=True)]
+        return [suffix, loader.construct_scalar(node)]
+
+    Loader.add_multi_constructor("!", any_tag)
+    template = yaml.load((ROOT / "deploy/template.yaml").read_text(), Loader=Loader)  # noqa: S506 - our own file
+    resources = template["Resources"]
+    _, image_env, _ = dockerfile()
+    env = resources["Function"]["Properties"]["Environment"]["Variables"]
+    assert env["AWS_LWA_PASS_THROUGH_PATH"] == image_env["AWS_LWA_PASS_THROUGH_PATH"] == "/events"
+    assert FAILED_STATUS in error_statuses(env["AWS_LWA_ERROR_STATUS_CODES"])
+    assert FAILED_STATUS in error_statuses(image_env["AWS_LWA_ERROR_STATUS_CODES"])
+    notifications = resources["IngestBucket"]["Properties"]["NotificationConfiguration"]["LambdaConfigurations"]
+    assert [n["Event"] for n in notifications] == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+    assert all(n["Function"] == ["GetAtt", "Function.Arn"] for n in notifications)
+    permission = resources["IngestBucketPermission"]["Properties"]
+    assert (permission["Principal"], permission["Action"]) == ("s3.amazonaws.com", "lambda:InvokeFunction")
+    policies = resources["Role"]["Properties"]["Policies"]
+    ingest = next(p[1][1] for p in policies if isinstance(p, list) and p[1][0] == "HasIngestBucket")
+    assert [st["Action"] for st in ingest["PolicyDocument"]["Statement"]] == ["s3:GetObject", "s3:ListBucket"]
+
+    main = (ROOT / "deploy/terraform/main.tf").read_text()
+    assert 'events              = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]' in main
+    assert re.search(r'AWS_LWA_PASS_THROUGH_PATH\s+= "/events"', main)
+    assert re.search(rf'AWS_LWA_ERROR_STATUS_CODES\s+= "{FAILED_STATUS}"', main)
+    assert '"s3:GetObject"' in main and '"s3:ListBucket"' in main
+    variables = (ROOT / "deploy/terraform/variables.tf").read_text()
+    assert 'variable "ingest_bucket_name"' in variables and 'variable "ingest_bucket_prefix"' in variables
+
+
 # -- units: key decoding and coverage, as AWS documents them -----------------------------------------------------
 @pytest.mark.parametrize("key, encoded", ENCODED_KEYS)
 def test_decode_key(key: str, encoded: str) -> None:

@@ -34,6 +34,8 @@ locals {
     # W3C trace context from clients, and X-Ray's header from the Lambda service.
     OTEL_PROPAGATORS = "tracecontext,baggage,xray"
   }
+  ingest     = var.ingest_bucket_name != ""
+  ingest_arn = "arn:${local.partition}:s3:::${var.ingest_bucket_name}"
   bedrock_resources = concat(
     [for id in var.bedrock_model_ids : "arn:${local.partition}:bedrock:*::foundation-model/${id}"],
     [for id in var.bedrock_inference_profile_ids : "arn:${local.partition}:bedrock:*:${data.aws_caller_identity.current.account_id}:inference-profile/${id}"],
@@ -64,6 +66,22 @@ data "aws_iam_policy_document" "permissions" {
     # X-Ray accepts no resource-level restriction.
     actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
     resources = ["*"]
+  }
+  dynamic "statement" {
+    for_each = local.ingest ? [1] : []
+    content {
+      actions   = ["s3:GetObject"]
+      resources = ["${local.ingest_arn}/${var.ingest_bucket_prefix}*"]
+    }
+  }
+  dynamic "statement" {
+    # Listing: `omni-llm rag ingest` of a prefix; and without it S3 answers a HEAD of a deleted key with 403
+    # instead of 404, so an ObjectRemoved event could never be confirmed.
+    for_each = local.ingest ? [1] : []
+    content {
+      actions   = ["s3:ListBucket"]
+      resources = [local.ingest_arn]
+    }
   }
   dynamic "statement" {
     for_each = length(local.bedrock_resources) > 0 ? [1] : []
@@ -106,6 +124,10 @@ resource "aws_lambda_function" "this" {
   environment {
     variables = merge(var.environment, local.secret_environment, local.observability_environment, {
       AWS_LWA_INVOKE_MODE = "response_stream"
+      # S3 notifications reach `omni-llm serve` as a POST here; a failed record answers 207, which the
+      # adapter turns into a failed invocation, so Lambda retries the event (as the image sets too).
+      AWS_LWA_PASS_THROUGH_PATH  = "/events"
+      AWS_LWA_ERROR_STATUS_CODES = "207"
       # 0.0.0.0 keeps `omni-llm serve`'s no-key refusal armed; an IAM-only URL needs loopback only.
       OMNI_LLM_HOST = local.public_url ? "0.0.0.0" : "127.0.0.1"
     })
@@ -144,6 +166,31 @@ resource "aws_lambda_permission" "public_invoke" {
   function_name            = aws_lambda_function.this.function_name
   principal                = "*"
   invoked_via_function_url = true
+}
+
+# S3-triggered ingestion: the bucket's notifications invoke the streaming function (asynchronously).
+resource "aws_lambda_permission" "ingest_bucket" {
+  count          = local.ingest ? 1 : 0
+  statement_id   = "OmniLLMIngestBucket"
+  action         = "lambda:InvokeFunction"
+  function_name  = aws_lambda_function.this.arn
+  principal      = "s3.amazonaws.com"
+  source_arn     = local.ingest_arn
+  source_account = data.aws_caller_identity.current.account_id
+}
+
+resource "aws_s3_bucket_notification" "ingest" {
+  count  = local.ingest ? 1 : 0
+  bucket = var.ingest_bucket_name
+
+  lambda_function {
+    id                  = "omni-llm-ingest"
+    lambda_function_arn = aws_lambda_function.this.arn
+    events              = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+    filter_prefix       = var.ingest_bucket_prefix == "" ? null : var.ingest_bucket_prefix
+  }
+
+  depends_on = [aws_lambda_permission.ingest_bucket] # S3 tests the target when it is configured
 }
 
 # Optional buffered entry: same image, the Mangum handler through the Runtime Interface Client.

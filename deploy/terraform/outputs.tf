@@ -15,3 +15,8 @@ output "http_api_url" {
 output "dashboard_name" {
   value = var.create_dashboard ? aws_cloudwatch_dashboard.this[0].dashboard_name : null
 }
+
+output "ingest_source" {
+  description = "s3://bucket/prefix whose uploads and deletions update the collections covering them, or null."
+  value       = var.ingest_bucket_name == "" ? null : "s3://${var.ingest_bucket_name}/${var.ingest_bucket_prefix}"
+}

@@ -98,3 +98,15 @@ variable "create_dashboard" {
   type        = bool
   default     = true
 }
+
+variable "ingest_bucket_name" {
+  description = "S3-triggered ingestion (docs/rag.md): an existing bucket whose ObjectCreated:* / ObjectRemoved:* notifications invoke the function, which updates the rag.collections whose sources (s3://bucket/prefix/) cover the object. The role may read it. Empty = none. The module then owns the bucket's notification configuration (aws_s3_bucket_notification replaces any other)."
+  type        = string
+  default     = ""
+}
+
+variable "ingest_bucket_prefix" {
+  description = "Only keys under this prefix (e.g. handbook/) notify the function. Empty = the whole bucket."
+  type        = string
+  default     = ""
+}
