@@ -9,6 +9,7 @@ import asyncio
 import importlib
 import json
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,7 @@ def s3_env(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 @pytest.fixture
 def bucket(s3_env: dict[str, str], tmp_path: Path) -> str:
-    name = f"events-{tmp_path.name[-10:].lower().replace('_', '-')}".rstrip("-")
+    name = f"events-{uuid.uuid4().hex[:16]}"  # one bucket per test: nothing left over from another
     boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL_S3"]).create_bucket(Bucket=name)
     return name
 
