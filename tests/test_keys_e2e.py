@@ -35,6 +35,8 @@ models:
   demo: {{provider: demo, model: mock-1}}
 state:
   database: "sqlite:///{db}"
+rag:
+  store: {{type: sqlite, path: "{db}.rag"}}
 {extra}
 """
 
@@ -315,6 +317,33 @@ def test_key_restricted_mcp_servers_and_collections(proxy: RunningProxy) -> None
     assert mcp.status_code == 403 and mcp.json()["error"]["code"] == "mcp_server_not_allowed"
     rag = chat(proxy, body["key"], rag={"collection": ["handbook", "secrets"]})
     assert rag.status_code == 403 and rag.json()["error"]["code"] == "collection_not_allowed"
+
+
+def test_a_keys_collections_bound_the_vector_store_routes(proxy: RunningProxy) -> None:
+    master = {"authorization": f"Bearer {MASTER}"}
+    ids = {}
+    for name in ("kb-open", "kb-secret"):
+        created = httpx.post(proxy.v1 + "/vector_stores", json={"name": name}, headers=master, timeout=60)
+        assert created.status_code == 200, created.text
+        ids[name] = created.json()["id"]
+    body = admin(proxy, "POST", "/admin/keys", json={"name": "kb", "collections": ["kb-open"]}).json()
+    key = {"authorization": f"Bearer {body['key']}"}
+    listed = httpx.get(proxy.v1 + "/vector_stores", headers=key).json()["data"]
+    assert [s["name"] for s in listed] == ["kb-open"]
+    assert httpx.get(proxy.v1 + f"/vector_stores/{ids['kb-open']}", headers=key).status_code == 200
+    assert httpx.post(proxy.v1 + f"/vector_stores/{ids['kb-open']}/search", json={"query": "x"},
+                      headers=key).status_code == 200
+    secret = ids["kb-secret"]
+    for method, path, payload in [("GET", f"/vector_stores/{secret}", None),
+                                  ("POST", f"/vector_stores/{secret}/search", {"query": "x"}),
+                                  ("GET", f"/vector_stores/{secret}/files", None),
+                                  ("POST", f"/vector_stores/{secret}/files", {"file_id": "file-x"}),
+                                  ("DELETE", f"/vector_stores/{secret}", None),
+                                  ("POST", "/vector_stores", {"name": "kb-new"})]:
+        refused = httpx.request(method, proxy.v1 + path, json=payload, headers=key)
+        assert refused.status_code == 403, (method, path, refused.text)
+        assert refused.json()["error"]["code"] == "collection_not_allowed"
+    assert httpx.get(proxy.v1 + f"/vector_stores/{secret}", headers=master).status_code == 200  # still there
 
 
 def test_other_ingress_apis_pass_the_same_gate(setup: tuple[Path, str], proxy: RunningProxy) -> None:

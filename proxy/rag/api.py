@@ -21,7 +21,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from proxy.errors import CollectionNotFound, InvalidRequest
+from proxy.errors import CollectionNotFound, InvalidRequest, PermissionDenied
 from proxy.rag.engine import RagEngine, engine_for
 from proxy.rag.loaders import Document, document_from_bytes
 from proxy.rag.search import parse_filter
@@ -96,6 +96,10 @@ async def create_vector_store(gateway: Gateway, request: Request) -> Response:
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise InvalidRequest("metadata must be an object", param="metadata")
+    allowed = _allowed(request)
+    if allowed is not None and name not in allowed:
+        raise PermissionDenied(f"This key may not create the vector store {name!r} (its collections: "
+                               f"{', '.join(allowed) or 'none'}).", param="name", code="collection_not_allowed")
     if name and await asyncio.to_thread(engine.store.get_collection, name) is not None:
         raise InvalidRequest(f"a vector store named {name!r} already exists", param="name", code="collection_exists")
     stored = [await _file(request, file_id) for file_id in file_ids]
@@ -111,6 +115,8 @@ async def create_vector_store(gateway: Gateway, request: Request) -> Response:
 
 async def list_vector_stores(gateway: Gateway, request: Request) -> Response:
     collections = await asyncio.to_thread(_engine(request).store.list_collections)
+    allowed = _allowed(request)
+    collections = [c for c in collections if allowed is None or c.name in allowed or c.id in allowed]
     if request.query_params.get("order", "desc") == "desc":
         collections.reverse()
     return _json(page([vector_store_json(c) for c in collections], request))
@@ -192,7 +198,17 @@ async def search_vector_store(gateway: Gateway, request: Request) -> Response:
 
 
 async def _store(request: Request) -> Collection:
-    return await _engine(request).get(request.path_params["vector_store_id"], param="vector_store_id")
+    collection = await _engine(request).get(request.path_params["vector_store_id"], param="vector_store_id")
+    allowed = _allowed(request)
+    if allowed is not None and collection.name not in allowed and collection.id not in allowed:
+        raise PermissionDenied(f"This key may not use the collection '{collection.name}'.", param="vector_store_id",
+                               code="collection_not_allowed")
+    return collection
+
+
+def _allowed(request: Request) -> tuple[str, ...] | None:
+    """A virtual key's `collections` (None: any collection)."""
+    return getattr((request.scope.get("state") or {}).get("key"), "collections", None)
 
 
 async def _document(request: Request) -> StoredDocument:
