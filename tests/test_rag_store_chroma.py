@@ -248,3 +248,24 @@ def test_the_store_is_unit_length_and_cosine_on_the_server(server: ChromaServer)
         assert contents(store, ranked) == ["small", "big"] and ranked[0][1] == pytest.approx(1.0, abs=1e-3)
     finally:
         store.close()
+
+
+def test_large_writes_are_split_under_the_servers_payload_limit(server: ChromaServer) -> None:
+    """4,000 rows (under the max batch size, 5,461) of 1,536-dimension vectors and 3 kB texts: ~47 MB in one
+    body, over the server's default request limit (`max_payload_size_bytes`, 40 MiB)."""
+    from proxy.rag.chunking import Chunk
+    from proxy.rag.loaders import Document
+    from proxy.rag.store import Ingested
+
+    store = open_store({"type": "chroma", "url": server.url, "prefix": "big-"})
+    try:
+        cid = new_collection(store)
+        rng = np.random.default_rng(3)
+        count = 4000
+        chunks = [Chunk(f"row{i} " + "filler " * 430, "big.txt", i) for i in range(count)]
+        vectors = rng.normal(size=(count, 1536)).astype(np.float32)
+        store.write_documents(cid, [Ingested(Document("big.txt", (), "h", 1), chunks, vectors)])
+        assert store.get_collection(cid).chunks == count  # type: ignore[union-attr]
+        assert contents(store, store.dense([cid], vectors[3210], 1))[0].startswith("row3210 ")
+    finally:
+        store.close()

@@ -43,8 +43,9 @@ from proxy.rag.stores.base import ChunkRow, RecordStore, unit
 FIELD = "f."  # a filterable field's metadata key prefix
 COMMON_WORD_SHARE = 0.02  # as in the embedded store: a word in more chunks than this says little...
 COMMON_WORD_FLOOR = 200  # ...unless the collection is small
-CANDIDATES = 5000  # chunks ranked when every query word is common
+CANDIDATES = 1000  # chunks ranked when every query word is common
 REQUEST_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+REQUEST_BYTES = 8 * 1024 * 1024  # a write's body, well under a Chroma server's payload limit
 _PREFIX = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,100})?$")
 _RANGE = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
 
@@ -136,10 +137,9 @@ class ChromaStore(RecordStore):
     def _chunks_add(self, collection: Collection, rows: Sequence[ChunkRow]) -> None:
         handle = self._chunks(collection.id, create=True)
         with self._calling():
-            for start in range(0, len(rows), self._batch):
-                batch = rows[start:start + self._batch]
-                handle.add(ids=[r.id for r in batch], embeddings=np.stack([r.vector for r in batch]),  # type: ignore[union-attr]
-                           documents=[r.content for r in batch], metadatas=[_chunk_metadata(r) for r in batch])
+            for batch in _batches(rows, self._batch):
+                handle.add(ids=[r.id for r, _ in batch], embeddings=np.stack([r.vector for r, _ in batch]),  # type: ignore[union-attr]
+                           documents=[r.content for r, _ in batch], metadatas=[m for _, m in batch])
 
     def _chunks_delete(self, collection_id: str, source: str | None, keep_generation: str | None = None) -> None:
         if source is None:
@@ -262,6 +262,25 @@ def _http_client(url: str, api_key: str | None, settings: Settings) -> Any:
     if isinstance(session, httpx.Client):
         session.timeout = REQUEST_TIMEOUT
     return client
+
+
+def _batches(rows: Sequence[ChunkRow], most: int) -> Iterator[list[tuple[ChunkRow, dict[str, Any]]]]:
+    """Rows with their metadata in batches of at most `most` rows and about REQUEST_BYTES: a Chroma server
+    refuses a larger request body ("Payload too large") well before its max batch size with big vectors."""
+    batch: list[tuple[ChunkRow, dict[str, Any]]] = []
+    size = 0
+    for row in rows:
+        metadata = _chunk_metadata(row)
+        # a vector as JSON floats (~12 bytes each; the client sends base64, 5.3, when the server supports it)
+        vector_bytes = 12 * row.vector.size if row.vector is not None else 0
+        row_bytes = len(row.content.encode()) + len(metadata["_row"]) + len(row.id) + vector_bytes
+        if batch and (len(batch) >= most or size + row_bytes > REQUEST_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append((row, metadata))
+        size += row_bytes
+    if batch:
+        yield batch
 
 
 def _segments(key: str) -> dict[str, str]:
