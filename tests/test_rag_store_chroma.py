@@ -226,7 +226,7 @@ def test_an_unreachable_chroma_server_is_a_503_on_the_api(openai_upstream: tuple
     url = f"http://127.0.0.1:{free_port()}"
     with run_proxy(gateway_config(openai_upstream[0], f'{{type: chroma, url: "{url}"}}')) as proxy:
         response = httpx.post(proxy.v1 + "/chat/completions", json={
-            "model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "rag": {"collection": "handbook"}})
+            "model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "rag": {"collection": "handbook"}}, timeout=60)
         assert response.status_code == 503, response.text
         error = response.json()["error"]
         assert error["code"] == "provider_unavailable" and "chroma" in error["message"] and url in error["message"]
