@@ -51,13 +51,15 @@ def test_an_unreachable_server_is_a_503_naming_the_store() -> None:
     {"type": "chroma", "url": "http://127.0.0.1:8000/some/path"},
     {"type": "chroma", "path": "x", "prefix": "-bad"},
     {"type": "chroma", "path": "x", "prefix": "has space"},
+    {"type": "chroma", "url": "http://127.0.0.1:99999"},
     {"type": "chroma", "path": "x", "url": "http://127.0.0.1:8000"},
 ])
-def test_bad_settings_are_refused(settings: dict[str, Any], tmp_path: Path) -> None:
+def test_bad_settings_are_a_503_naming_the_store(settings: dict[str, Any], tmp_path: Path) -> None:
     if "path" in settings:
         settings = {**settings, "path": str(tmp_path / "db")}
-    with pytest.raises((ValueError, ProviderUnavailable)):
+    with pytest.raises(ProviderUnavailable) as caught:
         open_store(settings)
+    assert "chroma RAG store" in caught.value.message
 
 
 def test_the_api_key_is_sent_as_the_chroma_token_header() -> None:
@@ -85,6 +87,31 @@ def test_the_api_key_is_sent_as_the_chroma_token_header() -> None:
                for line in head.split(b"\r\n")[1:] if b":" in line}
     assert headers[b"x-chroma-token"] == b"ck-secret-1"
     assert opener.returncode != 0
+
+
+def test_a_refusing_server_is_a_503_naming_the_store() -> None:
+    """A server (or a proxy in front of it) that answers 401 to everything: a 503 naming the store, no traceback."""
+    import threading
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+
+        def refuse() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 12\r\nconnection: close\r\n\r\nbad token!!!")
+
+        thread = threading.Thread(target=refuse, daemon=True)
+        thread.start()
+        with pytest.raises(ProviderUnavailable) as caught:
+            open_store({"type": "chroma", "url": f"http://127.0.0.1:{port}", "api_key": "wrong"})
+        thread.join(30)
+    assert "chroma" in caught.value.message and "bad token" in caught.value.message
 
 
 def test_a_range_filter_on_text_is_a_clear_400(tmp_path: Path) -> None:

@@ -54,35 +54,45 @@ class ChromaStore(RecordStore):
     def __init__(self, url: str | None = None, path: str | None = None, api_key: str | None = None,
                  prefix: str = "omni-") -> None:
         super().__init__()
-        if (url is None) == (path is None):
-            raise ValueError("the chroma store needs exactly one of `url` (a server) or `path` (a local database)")
-        if not _PREFIX.match(prefix):
-            raise ValueError("the chroma store's `prefix` is letters, digits, '.', '_', '-', starting with a "
-                             "letter or digit")
         self.where = url or f"path {path}"
+        # a misconfigured store is the gateway's fault, not the request's: the same 503 as an unreachable one
+        if (url is None) == (path is None):
+            raise ProviderUnavailable("the chroma RAG store needs exactly one of `url` (a server) or `path` "
+                                      "(a local database)")
+        if not _PREFIX.match(prefix):
+            raise ProviderUnavailable(f"the chroma RAG store's `prefix` {prefix!r} is not letters, digits, '.', "
+                                      "'_', '-' starting with a letter or digit")
         self._prefix = prefix
         self._handles: dict[str, Any] = {}
+        server = _server_address(url) if url is not None else None
         settings = Settings(anonymized_telemetry=False)
-        try:
-            if url is not None:
-                self._client = _http_client(url, api_key, settings)
-            else:
-                self._client = chromadb.PersistentClient(path=str(path), settings=settings)
+        with self._calling("is unreachable"):
+            try:
+                if server is not None:
+                    self._client = _http_client(*server, api_key, settings)
+                else:
+                    self._client = chromadb.PersistentClient(path=str(path), settings=settings)
+            except (ValueError, OSError) as exc:  # the client's "Could not connect to a Chroma server"
+                raise ProviderUnavailable(f"the chroma RAG store ({self.where}) is unreachable: {exc}") from exc
             self._batch = int(self._client.get_max_batch_size())
             self._records = self._client.get_or_create_collection(prefix + "records", embedding_function=None)
-        except (ValueError, OSError, httpx.HTTPError, ChromaAuthError, InternalError) as exc:
-            raise ProviderUnavailable(f"the chroma RAG store ({self.where}) is unreachable: {exc}") from exc
 
     def close(self) -> None:
         self._client.close()
 
     @contextmanager
-    def _calling(self) -> Iterator[None]:
+    def _calling(self, failed: str = "failed") -> Iterator[None]:
         """Connection and server failures as the 503 that names the store."""
         try:
             yield
         except (httpx.TransportError, ChromaAuthError, InternalError) as exc:
-            raise ProviderUnavailable(f"the chroma RAG store ({self.where}) failed: {exc}") from exc
+            raise ProviderUnavailable(f"the chroma RAG store ({self.where}) {failed}: {exc}") from exc
+        except Exception as exc:
+            # The client raises a bare Exception carrying the body of an HTTP error that is not Chroma's own
+            # (a proxy's 401 or 502, "Payload too large"); its subclasses (NotFoundError...) are for the caller.
+            if type(exc) is not Exception:
+                raise
+            raise ProviderUnavailable(f"the chroma RAG store ({self.where}) {failed}: {str(exc)[:300]}") from exc
 
     # -- records -------------------------------------------------------------------------------
     def _record_put(self, key: str, record: Mapping[str, Any]) -> None:
@@ -246,17 +256,25 @@ class ChromaStore(RecordStore):
         return []
 
 
-def _http_client(url: str, api_key: str | None, settings: Settings) -> Any:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise ValueError(f"the chroma store's `url` is http(s)://host[:port], not {url!r}")
+def _server_address(url: str) -> tuple[str, int, bool]:
+    """(host, port, ssl) of a server `url`."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port out of range
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ProviderUnavailable(f"the chroma RAG store's `url` is http(s)://host[:port], not {url!r}")
+    return parts.hostname, port or (443 if parts.scheme == "https" else 8000), parts.scheme == "https"
+
+
+def _http_client(host: str, port: int, ssl: bool, api_key: str | None, settings: Settings) -> Any:
     if api_key:
         # the client's own token provider: it sends the key as `X-Chroma-Token`, as Chroma Cloud expects
         settings.chroma_client_auth_provider = "chromadb.auth.token_authn.TokenAuthClientProvider"
         settings.chroma_client_auth_credentials = api_key
         settings.chroma_auth_token_transport_header = "X-Chroma-Token"
-    client = chromadb.HttpClient(host=parts.hostname, port=parts.port or (443 if parts.scheme == "https" else 8000),
-                                 ssl=parts.scheme == "https", settings=settings)
+    client = chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=settings)
     # The client's httpx session has no timeout at all: a stalled server would hang a request forever.
     session = getattr(getattr(client, "_server", None), "_session", None)
     if isinstance(session, httpx.Client):
