@@ -402,6 +402,11 @@ INGRESS_ROUTES = {
 }
 
 
+# Cohere-compatible rerank (CONTRACT §10) on `mode: rerank` models; proxy/rerank.py loads on first use.
+RERANK_ROUTE = "proxy.rerank:build"
+_OPERATIONS = {"/embeddings": "embeddings", "/rerank": "rerank"}  # the trace operation of a hot route (else chat)
+
+
 # The admin API of keys and usage (CONTRACT §12): master keys only; proxy/keys/admin.py loads on first use.
 ADMIN_ROUTES = (
     ("/admin/keys", "POST", "proxy.keys.admin:create_key"),
@@ -463,12 +468,14 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
     hot: dict[str, ASGIApp] = {"/chat/completions": Endpoint(gateway, "chat", gateway.chat_completions),
                                                "/embeddings": Endpoint(gateway, "embeddings", gateway.embeddings)}
     hot.update({path: LazyEndpoint(gateway, target) for path, target in INGRESS_ROUTES.items()})
+    hot["/rerank"] = LazyEndpoint(gateway, RERANK_ROUTE)
     if gateway.tracing is not None or gateway.emf is not None:
-        hot = {path: Observed(app, gateway, "embeddings" if path == "/embeddings" else "chat")  # type: ignore[misc]
+        hot = {path: Observed(app, gateway, _OPERATIONS.get(path, "chat"))  # type: ignore[misc]
                for path, app in hot.items()}
     # POSTs to these skip Starlette entirely (the middleware dispatches them); other
     # methods reach the same endpoints through Starlette's router, which answers 405.
     fast_routes = {prefix + path: endpoint for path, endpoint in hot.items() for prefix in ("/v1", "")}
+    fast_routes["/v2/rerank"] = hot["/rerank"]  # the Cohere v2 SDK's path (its base_url is the gateway root)
     routes = [Route(path, endpoint, methods=["POST"]) for path, endpoint in fast_routes.items()]
     routes += [
         Route(prefix + path, gateway.errors_rendered(handler), methods=["GET"])

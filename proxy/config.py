@@ -22,6 +22,7 @@ from translators import PROVIDER_TYPES
 
 STRATEGY_ORDERS = ("ordered", "latency", "cost", "least_busy")  # CONTRACT §16
 MODEL_ROUTINGS = ("round_robin", *STRATEGY_ORDERS)
+MODEL_MODES = ("chat", "embedding", "rerank")  # rerank: POST /v1/rerank and `rag.rerank` (CONTRACT §10)
 _CAPABILITY_KEYS = ("context_window", "vision", "tools")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -65,7 +66,7 @@ class Deployment:
     name: str  # the public model name this deployment serves
     provider: str
     model: str  # upstream model id
-    mode: str = "chat"
+    mode: str = "chat"  # chat | embedding | rerank
     input_cost_per_mtok: float | None = None
     output_cost_per_mtok: float | None = None
     weight: float = 1.0
@@ -529,8 +530,12 @@ class _Validator:
                 continue
             if key in ("model", "mode"):
                 fields[key] = self.string(value, where)
-                if key == "mode" and fields[key] not in ("chat", "embedding"):
-                    self.fail(where, f"expected chat or embedding, got {value!r}")
+                if key == "mode" and fields[key] not in MODEL_MODES:
+                    self.fail(where, f"expected chat, embedding or rerank, got {value!r}")
+                elif key == "mode" and fields[key] == "rerank" and spec is not None and not spec.rerank:
+                    rerankers = ", ".join(t for t, s in PROVIDER_TYPES.items() if s.rerank)
+                    self.fail(where, f"provider type '{provider.type}' cannot serve rerank models "  # type: ignore[union-attr]
+                                     f"(rerank works with: {rerankers})")
             elif key in ("input_cost_per_mtok", "output_cost_per_mtok", "weight", "timeout_s"):
                 fields[key] = self.number(value, where)
             elif key == "context_window":

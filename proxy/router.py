@@ -36,6 +36,9 @@ from translators.base import GATEWAY_FIELDS, JSON, Provider
 log = logging.getLogger("omni.router")
 T = TypeVar("T")
 
+# A model mode -> the provider capability (and the trace operation name) it needs.
+_CAPABILITY_OF_MODE = {"chat": "chat", "embedding": "embeddings", "rerank": "rerank"}
+
 # Fields every chat provider takes, whatever its supported_params say.
 _ALWAYS = frozenset({"model", "messages", "stream", "stream_options"})
 
@@ -265,7 +268,7 @@ class Router:
                 f"model '{deployment.name}' is a {deployment.mode} model and cannot serve {mode} requests", param="model"
             )
         provider = self.pool.get(deployment.provider)
-        needed = "embeddings" if mode == "embedding" else "chat"
+        needed = _CAPABILITY_OF_MODE.get(mode, "chat")
         if needed not in provider.capabilities:
             raise InvalidRequest(f"provider '{cfg.name}' does not support {needed}", param="model")
         return provider
@@ -281,7 +284,7 @@ class Router:
             error = to_proxy_error(provider, exc) if isinstance(exc, Exception) else None
             return (error.code or error.type, error.status) if error else (type(exc).__name__, 499)
 
-        with self.tracing.attempt(deployment, cfg, "embeddings" if mode == "embedding" else "chat", describe):
+        with self.tracing.attempt(deployment, cfg, _CAPABILITY_OF_MODE.get(mode, "chat"), describe):
             token = UPSTREAM_TRACE_HEADERS.set(self.tracing.upstream_header_lines())
             try:
                 return await self._bounded_attempt(operation, provider, body, deployment, cfg)

@@ -30,6 +30,7 @@ class ProviderType:
     credentials: tuple[tuple[str, ...], ...] = ()
     # Extra readiness rule over the expanded settings: a reason, or None when ready.
     ready_check: Callable[[Mapping[str, Any]], str | None] | None = field(default=None, compare=False)
+    rerank: bool = False  # can serve `mode: rerank` models (`POST /v1/rerank`, `rag.rerank`)
 
     @property
     def secret_keys(self) -> frozenset[str]:
@@ -81,6 +82,7 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
         None,
         frozenset({"response", "chunk_delay_ms"}),
         frozenset({"response", "chunk_delay_ms"}),
+        rerank=True,
     ),
     "anthropic": ProviderType(
         "translators.anthropic:AnthropicProvider", "anthropic", "anthropic", _KEYED, frozenset({"max_tokens"}),
@@ -94,6 +96,7 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
         frozenset({"max_tokens"}),
         credentials=(("region",),),
         ready_check=_bedrock_ready,
+        rerank=True,
     ),
     "vertex": ProviderType(
         "translators.google:GoogleProvider",
@@ -104,7 +107,8 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
     ),
     "gemini": ProviderType("translators.google:GoogleProvider", "vertex", "google.genai", _KEYED, credentials=(("api_key",),)),
     "mistral": ProviderType("translators.mistral:MistralProvider", "mistral", "mistralai", _KEYED, credentials=(("api_key",),)),
-    "cohere": ProviderType("translators.cohere:CohereProvider", "cohere", "cohere", _KEYED, credentials=(("api_key",),)),
+    "cohere": ProviderType("translators.cohere:CohereProvider", "cohere", "cohere", _KEYED, credentials=(("api_key",),),
+                           rerank=True),
     "groq": ProviderType("translators.groq:GroqProvider", "groq", "groq", _KEYED, credentials=(("api_key",),)),
     # In-process embeddings (WordLlama, weights in its wheel): offline, no keys; the `rag` extra.
     "local": ProviderType("translators.local_embedding:LocalEmbeddingProvider", "rag", "wordllama"),

@@ -20,6 +20,10 @@ JSON = dict[str, Any]
 
 # Capability names the gateway and the conformance tests select on.
 CHAT, STREAM, EMBEDDINGS, TOOLS, VISION, JSON_SCHEMA = "chat", "stream", "embeddings", "tools", "vision", "json_schema"
+# A provider with RERANK also has `async def rerank(request, deployment) -> JSON`: `request` is
+# {"model", "query", "documents": [str], "top_n", ...}, the answer Cohere's v2 shape
+# {"id"?, "results": [{"index", "relevance_score"}], "meta"?} (proxy/rerank.py orders and checks it).
+RERANK = "rerank"
 
 # Request fields the gateway itself consumes; never forwarded, never "dropped".
 GATEWAY_FIELDS = frozenset({"fallbacks", "fallback_strategy", "structured_output", "rag", "mcp"})

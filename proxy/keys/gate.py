@@ -170,8 +170,9 @@ class Gate:
 
     # -- embeddings ----------------------------------------------------------------
     async def embed(self, state: dict[str, Any], body: JSON, chain: list[Link],
-                    run: Callable[[], Awaitable[Served[JSON]]]) -> Served[JSON]:
-        ticket = await self._admit(state, body, chain, "embeddings")
+                    run: Callable[[], Awaitable[Served[JSON]]], route: str = "embeddings") -> Served[JSON]:
+        """An embeddings call (and, with `route="rerank"`, a `/v1/rerank` call: the same admission and row)."""
+        ticket = await self._admit(state, body, chain, route)
         try:
             served = await run()
         except BaseException as exc:
@@ -378,6 +379,9 @@ def _check_permissions(key: KeyRecord, body: JSON) -> None:
                     raise PermissionDenied(f"This key may not use the MCP server '{server}'.", param="mcp.servers",
                                            code="mcp_server_not_allowed")
     rag = body.get("rag")
+    reranker = rag.get("rerank") if isinstance(rag, dict) else None
+    if key.models is not None and isinstance(reranker, str) and reranker not in key.models:
+        raise PermissionDenied(f"This key may not use the model '{reranker}'.", param="rag.rerank")
     if key.collections is not None and isinstance(rag, dict) and rag.get("collection") is not None:
         names = rag["collection"]
         for name in names if isinstance(names, list) else [names]:

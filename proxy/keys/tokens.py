@@ -30,7 +30,7 @@ def _content_text(content: Any) -> str:
 
 
 def count_prompt(body: dict[str, Any]) -> int:
-    """Prompt tokens of a chat (`messages`) or embeddings (`input`) request."""
+    """Prompt tokens of a chat (`messages`), embeddings (`input`) or rerank (`query`, `documents`) request."""
     messages = body.get("messages")
     if isinstance(messages, list):
         total = 3
@@ -42,6 +42,12 @@ def count_prompt(body: dict[str, Any]) -> int:
         if body.get("tools"):
             total += count_text(orjson.dumps(body["tools"]).decode())
         return total
+    documents = body.get("documents")  # a rerank request: the query and every document are input
+    if isinstance(documents, list):
+        query = body.get("query")
+        return count_text(query if isinstance(query, str) else "") + sum(
+            count_text(d if isinstance(d, str) else str(d.get("text", "")) if isinstance(d, dict) else "")
+            for d in documents)
     value = body.get("input")
     if isinstance(value, str):
         return count_text(value)

@@ -72,6 +72,8 @@ CLIENT_ERRORS: dict[str, Callable[[str, float | None], ProxyError]] = {
     "modelstreamerrorexception": _failed,
     "modelnotreadyexception": _failed,
     "modelerrorexception": _failed,
+    "dependencyfailedexception": _failed,  # bedrock-agent-runtime (Rerank): 424, a service it relies on failed
+    "badgatewayexception": _failed,  # bedrock-agent-runtime: 502
 }
 
 

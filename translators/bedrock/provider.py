@@ -1,4 +1,5 @@
-"""The Bedrock provider: the only code that touches boto3's `bedrock-runtime` client.
+"""The Bedrock provider: the only code that touches boto3's `bedrock-runtime` client
+(and, for rerank models, a `bedrock-agent-runtime` client built on the first rerank).
 
 boto3 is synchronous, so every call (and every `next()` on a ConverseStream
 event stream) runs on this provider's own thread pool, sized like the
@@ -25,10 +26,11 @@ from botocore.config import Config
 
 from proxy.config import Deployment, ProviderConfig
 from proxy.errors import ProviderNotConfigured, ProxyError, UpstreamError
-from translators.base import CHAT, EMBEDDINGS, JSON, JSON_SCHEMA, STREAM, TOOLS, VISION
+from translators.base import CHAT, EMBEDDINGS, JSON, JSON_SCHEMA, RERANK, STREAM, TOOLS, VISION
 from translators.bedrock.embeddings import from_bedrock_embeddings, to_bedrock_embedding_bodies
 from translators.bedrock.errors import map_bedrock_error
 from translators.bedrock.request import image_urls, to_bedrock_request
+from translators.bedrock.rerank import from_bedrock_rerank_response, to_bedrock_rerank_request
 from translators.bedrock.response import BedrockStreamState, from_bedrock_event, from_bedrock_response
 from translators.common import load_images
 
@@ -65,16 +67,22 @@ def bedrock_client_config(config: ProviderConfig) -> Config:
 
 
 class BedrockProvider:
-    capabilities: ClassVar[frozenset[str]] = frozenset({CHAT, STREAM, EMBEDDINGS, TOOLS, VISION, JSON_SCHEMA})
+    capabilities: ClassVar[frozenset[str]] = frozenset({CHAT, STREAM, EMBEDDINGS, TOOLS, VISION, JSON_SCHEMA, RERANK})
     supported_params: ClassVar[frozenset[str] | None] = frozenset({
         "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "stop", "tools", "tool_choice",
         "response_format", "reasoning_effort", "dimensions", "encoding_format", "input_type",
     })
 
     def __init__(self, config: ProviderConfig) -> None:
-        self._client = bedrock_session(config).client(
-            "bedrock-runtime", endpoint_url=config.get("base_url"), config=bedrock_client_config(config)
-        )
+        self._config = config
+        self._session = bedrock_session(config)
+        self._client = self._new_client("bedrock-runtime")
+        self._agent_client: Any = None  # bedrock-agent-runtime, for Rerank: built on first use
+        self._executor = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="bedrock")
+
+    def _new_client(self, service: str) -> Any:
+        config = self._config
+        client = self._session.client(service, endpoint_url=config.get("base_url"), config=bedrock_client_config(config))
         extra_headers = dict(config.headers)
         if extra_headers:
             # before-sign: the headers are part of the SigV4 signature like any other.
@@ -82,8 +90,8 @@ class BedrockProvider:
                 for name, value in extra_headers.items():
                     request.headers[name] = value
 
-            self._client.meta.events.register("before-sign.bedrock-runtime", add_headers)
-        self._executor = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="bedrock")
+            client.meta.events.register(f"before-sign.{service}", add_headers)
+        return client
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -131,9 +139,23 @@ class BedrockProvider:
             raise UpstreamError("Bedrock sent a malformed embedding response") from None
         return answer, response["ResponseMetadata"].get("HTTPHeaders", {})
 
+    async def rerank(self, request: JSON, deployment: Deployment) -> JSON:
+        if self._agent_client is None:
+            self._agent_client = self._new_client("bedrock-agent-runtime")
+        params = to_bedrock_rerank_request(request, deployment.model, self._client.meta.region_name)
+        return from_bedrock_rerank_response(await self._call(self._rerank_pages, params))
+
+    def _rerank_pages(self, params: JSON) -> list[JSON]:
+        pages = [self._agent_client.rerank(**params)]
+        while pages[-1].get("nextToken") and len(pages) < 100:  # more results than one answer holds
+            pages.append(self._agent_client.rerank(**params, nextToken=pages[-1]["nextToken"]))
+        return pages
+
     def map_error(self, exc: BaseException) -> ProxyError | None:
         return map_bedrock_error(exc)
 
     async def aclose(self) -> None:
         self._client.close()
+        if self._agent_client is not None:
+            self._agent_client.close()
         self._executor.shutdown(wait=False, cancel_futures=True)

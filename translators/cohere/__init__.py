@@ -20,12 +20,14 @@ Vendor quirks that shape the mapping (https://docs.cohere.com/reference/chat):
 - Streams are typed events discriminated on `data.type` (see `stream.py`).
 - Embed v2 requires `input_type` (extension field, default `search_document`)
   and `embedding_types`; we ask for floats and the gateway base64-encodes.
+- Rerank v2 (`rerank.py`): strings only, Cohere's result shape is the gateway's own.
 - The SDK's `base_url` default reads `CO_API_URL` at import time, so the
   provider always passes one; its own retries are off (the router retries).
 """
 
 from translators.cohere.provider import CohereProvider, map_cohere_error
 from translators.cohere.request import to_cohere_embed_request, to_cohere_messages, to_cohere_request
+from translators.cohere.rerank import from_cohere_rerank_response, to_cohere_rerank_request
 from translators.cohere.response import (
     from_cohere_embed_response,
     from_cohere_finish_reason,
@@ -40,10 +42,12 @@ __all__ = [
     "from_cohere_embed_response",
     "from_cohere_event",
     "from_cohere_finish_reason",
+    "from_cohere_rerank_response",
     "from_cohere_response",
     "from_cohere_usage",
     "map_cohere_error",
     "to_cohere_embed_request",
     "to_cohere_messages",
     "to_cohere_request",
+    "to_cohere_rerank_request",
 ]

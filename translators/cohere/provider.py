@@ -27,8 +27,9 @@ from proxy.errors import (
     parse_retry_after,
     upstream_status_error,
 )
-from translators.base import CHAT, EMBEDDINGS, JSON, JSON_SCHEMA, STREAM, TOOLS, VISION
+from translators.base import CHAT, EMBEDDINGS, JSON, JSON_SCHEMA, RERANK, STREAM, TOOLS, VISION
 from translators.cohere.request import to_cohere_embed_request, to_cohere_request
+from translators.cohere.rerank import from_cohere_rerank_response, to_cohere_rerank_request
 from translators.cohere.response import from_cohere_embed_response, from_cohere_response
 from translators.cohere.stream import CohereStreamState, from_cohere_event
 
@@ -96,9 +97,9 @@ def _plain(model: Any) -> JSON:
 
 
 class CohereProvider:
-    """Cohere v2 chat (text, vision, tools, JSON schema, streams) and embeddings."""
+    """Cohere v2 chat (text, vision, tools, JSON schema, streams), embeddings and rerank."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset({CHAT, STREAM, EMBEDDINGS, TOOLS, VISION, JSON_SCHEMA})
+    capabilities: ClassVar[frozenset[str]] = frozenset({CHAT, STREAM, EMBEDDINGS, TOOLS, VISION, JSON_SCHEMA, RERANK})
     supported_params: ClassVar[frozenset[str] | None] = frozenset({
         "messages", "model", "stream", "stream_options", "tools", "tool_choice", "response_format",
         "temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens", "stop", "seed",
@@ -146,6 +147,11 @@ class CohereProvider:
         kwargs = to_cohere_embed_request(request, deployment.model)
         response = await self._client.embed(**kwargs, request_options=self._options(deployment))
         return from_cohere_embed_response(_plain(response), deployment.model)
+
+    async def rerank(self, request: JSON, deployment: Deployment) -> JSON:
+        kwargs = to_cohere_rerank_request(request, deployment.model)
+        response = await self._client.rerank(**kwargs, request_options=self._options(deployment))
+        return from_cohere_rerank_response(_plain(response))
 
     def map_error(self, exc: BaseException) -> ProxyError | None:
         return map_cohere_error(exc)

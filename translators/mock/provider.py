@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import re
 import struct
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -12,7 +13,7 @@ from typing import Any, ClassVar
 
 from proxy.config import Deployment, ProviderConfig
 from proxy.errors import ProxyError
-from translators.base import CHAT, EMBEDDINGS, JSON, JSON_SCHEMA, STREAM, TOOLS, VISION
+from translators.base import CHAT, EMBEDDINGS, JSON, JSON_SCHEMA, RERANK, STREAM, TOOLS, VISION
 from translators.mock.answer import MockAnswer, plan_mock_answer
 
 # What the mock honours (sampling params are accepted: a deterministic model is
@@ -68,18 +69,24 @@ def to_mock_message(answer: MockAnswer, choice: int = 0) -> JSON:
     return message
 
 
+def _mock_words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
 def to_mock_rerank(query: str, documents: list[Any], top_n: int | None = None) -> JSON:
-    """Documents ordered by the share of the query's words they contain (ties: original order), scores in [0, 1]."""
-    wanted = set(query.lower().split())
+    """Documents ordered by the share of the query's words they contain (ties: original order), scores in [0, 1].
+
+    Words are runs of letters and digits, case-folded ("France?" matches "france"): lexical overlap, no model.
+    """
+    wanted = _mock_words(query)
+    texts = [document.get("text", "") if isinstance(document, dict) else str(document) for document in documents]
     scored = []
-    for index, document in enumerate(documents):
-        text = document.get("text", "") if isinstance(document, dict) else str(document)
-        words = set(text.lower().split())
-        score = len(wanted & words) / len(wanted) if wanted else 0.0
+    for index, text in enumerate(texts):
+        score = len(wanted & _mock_words(text)) / len(wanted) if wanted else 0.0
         scored.append({"index": index, "relevance_score": round(score, 6)})
     scored.sort(key=lambda r: (-r["relevance_score"], r["index"]))
     results = scored[:top_n] if isinstance(top_n, int) and top_n > 0 else scored
-    tokens = len(query.split()) + sum(len(str(d).split()) for d in documents)
+    tokens = len(query.split()) + sum(len(text.split()) for text in texts)
     return {"id": f"rerank-mock{time.time_ns():x}", "results": results,
             "meta": {"billed_units": {"search_units": 1}, "tokens": {"input_tokens": tokens}}}
 
@@ -109,8 +116,8 @@ def iter_mock_deltas(answer: MockAnswer, choice: int = 0) -> Iterator[JSON]:
 
 
 class MockProvider:
-    # "rerank": `rerank()` below (CONTRACT §10 lists the mock among the rerank models).
-    capabilities: ClassVar[frozenset[str]] = frozenset({CHAT, STREAM, EMBEDDINGS, TOOLS, VISION, JSON_SCHEMA, "rerank"})
+    # RERANK: `rerank()` below (CONTRACT §10 lists the mock among the rerank models).
+    capabilities: ClassVar[frozenset[str]] = frozenset({CHAT, STREAM, EMBEDDINGS, TOOLS, VISION, JSON_SCHEMA, RERANK})
     supported_params: ClassVar[frozenset[str] | None] = MOCK_CHAT_PARAMS
 
     def __init__(self, config: ProviderConfig) -> None:
