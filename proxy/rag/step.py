@@ -5,17 +5,18 @@
             "include_sources": true, "filters": {...}}
 
 Retrieval happens once, before the first model call, so fallbacks and the
-inner steps (MCP rounds, structured output) all see the same context.
+inner steps (MCP rounds, structured output) all see the same context. With
+`rerank` the search returns a larger pool (`rerank_pool`), the rerank model
+orders it and the best `top_k` are kept, scored by their relevance.
 """
 
 from __future__ import annotations
 
 import time
-
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, ProxyError
 from proxy.pipeline import ChatCall, Complete, OpenStream
 from proxy.rag.search import MODES, Filter, parse_filter
 from proxy.rag.store import Hit
@@ -43,11 +44,24 @@ class RagRequest:
     query: str | None
     include_sources: bool
     filters: Filter | None
+    rerank: str | None = None  # a `mode: rerank` model (or strategy of them) that orders the candidates
+
+
+# With `rerank`, the search returns this many candidates for the reranker to order (then top_k are kept).
+def rerank_pool(top_k: int) -> int:
+    return max(top_k * 4, 20)
 
 
 def build(gateway: Gateway, value: Any, body: JSON) -> RagStep | None:
     request = parse_rag(value)
-    return None if request is None else RagStep(gateway, request)
+    if request is None:
+        return None
+    chain = None
+    if request.rerank is not None:  # checked before any retrieval or model call: a 400 naming rag.rerank
+        from proxy.rerank import rerank_chain
+
+        chain = rerank_chain(gateway.config, {"model": request.rerank}, "rag.rerank")
+    return RagStep(gateway, request, chain)
 
 
 def parse_rag(value: Any) -> RagRequest | None:
@@ -78,8 +92,9 @@ def parse_rag(value: Any) -> RagRequest | None:
     search = value.get("search") or "hybrid"
     if search not in MODES:
         raise InvalidRequest(f"rag.search must be one of {', '.join(MODES)}", param="rag.search")
-    if value.get("rerank") is not None:
-        raise InvalidRequest("rag.rerank is not supported yet (use null)", param="rag.rerank")
+    rerank = value.get("rerank")
+    if rerank is not None and (not isinstance(rerank, str) or not rerank):
+        raise InvalidRequest("rag.rerank must be the name of a `mode: rerank` model, or null", param="rag.rerank")
     query = value.get("query")
     if query is not None and (not isinstance(query, str) or not query.strip()):
         raise InvalidRequest("rag.query must be a non-empty string or null", param="rag.query")
@@ -90,13 +105,15 @@ def parse_rag(value: Any) -> RagRequest | None:
         filters = parse_filter(value.get("filters"))
     except ValueError as exc:
         raise InvalidRequest(f"rag.filters: {exc}", param="rag.filters") from None
-    return RagRequest(tuple(collections), tuple(sources), top_k, float(threshold), search, query, include, filters)
+    return RagRequest(tuple(collections), tuple(sources), top_k, float(threshold), search, query, include, filters,
+                      rerank)
 
 
 class RagStep:
-    def __init__(self, gateway: Gateway, request: RagRequest) -> None:
+    def __init__(self, gateway: Gateway, request: RagRequest, rerank_chain: list[Any] | None = None) -> None:
         self.gateway = gateway
         self.request = request
+        self.rerank_chain = rerank_chain
 
     async def complete(self, call: ChatCall, nxt: Complete) -> Served[JSON]:
         await self._retrieve(call)
@@ -126,6 +143,8 @@ class RagStep:
                                                      "omni_llm.rag.search": request.search}) as span:
                 hits = await self._search(engine, collections, query)
                 span.set_attribute("omni_llm.rag.chunks", len(hits))
+        if self.rerank_chain is not None and hits:
+            hits = await self._reranked(hits, query, call.state)
         call.state["rag_retrieval_ms"] = round((time.perf_counter() - started) * 1000, 3)  # EMF (proxy/emf.py)
         if hits:
             call.body = {**call.body, "messages": with_context(call.body["messages"], hits)}
@@ -138,8 +157,39 @@ class RagStep:
         request = self.request
         if not query:
             return []
+        if self.rerank_chain is not None:  # a larger pool; the threshold applies to the rerank scores
+            return await engine.search(collections, query, top_k=rerank_pool(request.top_k),  # type: ignore[no-any-return]
+                                       mode=request.search, score_threshold=0.0, where=request.filters)
         return await engine.search(collections, query, top_k=request.top_k, mode=request.search,  # type: ignore[no-any-return]
                                    score_threshold=request.score_threshold, where=request.filters)
+
+    async def _reranked(self, hits: list[Hit], query: str, state: dict[str, Any]) -> list[Hit]:
+        """The candidates ordered by the rerank model (router: retries, fallbacks); top_k kept, score = relevance.
+
+        A rerank that still fails fails the request with its error: answering from the unreranked
+        candidates would hide that the model the client asked for did not run.
+        """
+        from proxy.rerank import rerank_texts
+
+        assert self.rerank_chain is not None
+        request = self.request
+        texts = [hit.content for hit in hits]
+        tracing = getattr(self.gateway, "tracing", None)
+        try:
+            if tracing is None:
+                ranked = await rerank_texts(self.gateway, self.rerank_chain, query, texts, request.top_k)
+            else:
+                with tracing.span(f"rerank {request.rerank}", {"gen_ai.operation.name": "rerank",
+                                                               "gen_ai.request.model": request.rerank,
+                                                               "omni_llm.rag.candidates": len(texts)}) as span:
+                    ranked = await rerank_texts(self.gateway, self.rerank_chain, query, texts, request.top_k)
+                    span.set_attribute("omni_llm.rag.chunks", len(ranked))
+        except ProxyError as exc:
+            exc.message = f"rag.rerank with '{request.rerank}' failed: {exc.message}"
+            raise
+        state["log"]["rag_rerank"] = request.rerank
+        return [replace(hits[index], score=round(score, 6)) for index, score in ranked
+                if score >= request.score_threshold]
 
 
 def last_user_text(messages: list[JSON]) -> str:

@@ -14,12 +14,19 @@ Behaviour is chosen by the model id in the path (`/model/{id}/converse[-stream]|
   endless              a text delta every 20 ms for a long time (client-disconnect tests)
   scripted             the recorder's next scripted turn (text and/or toolUse blocks)
   *titan-embed-text*   Titan embeddings (one text per call);  cohere.embed*: Cohere batch embeddings
+
+`POST /rerank` is the `bedrock-agent-runtime` Rerank operation: the model is the id at the
+end of `rerankingConfiguration.bedrockRerankingConfiguration.modelConfiguration.modelArn`
+(`fail-<status>` as above); results are `{"index", "relevanceScore"}` best first (the share
+of the query's words each text contains, times 0.8), cut to `numberOfResults`; a model id
+containing `paged` answers two results per page with a `nextToken`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -207,7 +214,30 @@ def make_app(recorder: Recorder) -> Starlette:
             return Response(json.dumps(answer), media_type="application/json", headers=headers)
         return _error(400, f"model {model} does not support InvokeModel here")
 
+    async def rerank(request: Request) -> Response:
+        body = json.loads(await request.body())
+        recorder.requests.append(Recorded("POST", request.url.path, dict(request.headers), body))
+        settings = body["rerankingConfiguration"]["bedrockRerankingConfiguration"]
+        model = settings["modelConfiguration"]["modelArn"].rsplit("foundation-model/", 1)[-1]
+        early = scripted_error(model, request)
+        if early is not None:
+            return early
+        query = body["queries"][0]["textQuery"]["text"]
+        texts = [s["inlineDocumentSource"]["textDocument"]["text"] for s in body["sources"]]
+        wanted = set(re.findall(r"\w+", query.lower()))
+        scored = sorted(({"index": i, "relevanceScore": round(0.8 * len(wanted & set(re.findall(r"\w+", t.lower())))
+                                                              / max(1, len(wanted)), 6)} for i, t in enumerate(texts)),
+                        key=lambda r: (-r["relevanceScore"], r["index"]))[: settings.get("numberOfResults") or len(texts)]
+        answer: dict[str, Any] = {"results": scored}
+        if "paged" in model:
+            start = int(body.get("nextToken") or 0)
+            answer = {"results": scored[start:start + 2]}
+            if start + 2 < len(scored):
+                answer["nextToken"] = str(start + 2)
+        return Response(json.dumps(answer), media_type="application/json", headers={"x-amzn-RequestId": "req-rr"})
+
     return Starlette(routes=[
+        Route("/rerank", rerank, methods=["POST"]),
         Route("/model/{model_id:path}/converse", converse, methods=["POST"]),
         Route("/model/{model_id:path}/converse-stream", converse_stream, methods=["POST"]),
         Route("/model/{model_id:path}/invoke", invoke, methods=["POST"]),

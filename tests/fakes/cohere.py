@@ -1,4 +1,4 @@
-"""A fake Cohere v2 upstream (`POST /v2/chat`, `POST /v2/embed`) speaking the real wire format.
+"""A fake Cohere v2 upstream (`POST /v2/chat`, `/v2/embed`, `/v2/rerank`) speaking the real wire format.
 
 Streams are SSE with `event:` lines and JSON `data:` whose `type` the SDK
 discriminates on (https://docs.cohere.com/reference/chat-stream); errors are
@@ -12,10 +12,16 @@ discriminates on (https://docs.cohere.com/reference/chat-stream); errors are
   midstream-error  two content deltas, then message-end with finish_reason ERROR
   drop             two content deltas, then the connection breaks
   garbage          200 with a body that is not JSON
+
+Rerank (https://docs.cohere.com/reference/rerank) scores each document by the share
+of the query's words it contains, times 0.9 (so a test can tell it from the mock),
+and answers `{"id", "results": [{"index", "relevance_score"}], "meta"}` best first,
+cut to `top_n`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -160,7 +166,28 @@ def make_app(recorder: Recorder) -> Starlette:
             "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": 3}},
         }), media_type="application/json")
 
+    async def rerank(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        recorder.requests.append(Recorded("POST", request.url.path, dict(request.headers), body))
+        early = _scenario(body.get("model", ""))
+        if early is not None:
+            return early
+        results = rerank_scores(body["query"], body["documents"])[: body.get("top_n") or len(body["documents"])]
+        return Response(orjson.dumps({
+            "id": "rr-1", "results": results,
+            "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
+        }), media_type="application/json")
+
     return Starlette(routes=[
         Route("/v2/chat", chat, methods=["POST"]),
         Route("/v2/embed", embed, methods=["POST"]),
+        Route("/v2/rerank", rerank, methods=["POST"]),
     ])
+
+
+def rerank_scores(query: str, documents: list[str]) -> list[dict[str, Any]]:
+    """Best first: 0.9 x the share of the query's words a document contains (ties: original order)."""
+    wanted = set(re.findall(r"\w+", query.lower()))
+    scored = [{"index": i, "relevance_score": round(0.9 * len(wanted & set(re.findall(r"\w+", d.lower())))
+                                                    / max(1, len(wanted)), 6)} for i, d in enumerate(documents)]
+    return sorted(scored, key=lambda r: (-r["relevance_score"], r["index"]))
