@@ -172,6 +172,7 @@ def test_unknown_collection_is_404_before_any_stream(client: openai.OpenAI, prox
     ("handbook", "rag"), ({"top_k": 2}, "rag.collection"), ({"collection": "handbook", "top_k": 0}, "rag.top_k"),
     ({"collection": "handbook", "search": "fuzzy"}, "rag.search"),
     ({"collection": "handbook", "rerank": "some-reranker"}, "rag.rerank"),
+    ({"collection": "handbook", "rerank": "demo"}, "rag.rerank"),  # a chat model, not `mode: rerank`
     ({"collection": "handbook", "colection": "x"}, "rag.colection"),
 ])
 def test_bad_rag_fields_are_400_naming_the_field(client: openai.OpenAI, rag: object, param: str) -> None:

@@ -286,6 +286,14 @@ def test_rag_rerank_in_a_stream(proxy: RunningProxy, colony: str) -> None:
     assert '"rag_context":[{"content":"On the sea ice' in first
 
 
+def test_invoke_rag_config_reranks(proxy: RunningProxy, colony: str) -> None:
+    response = httpx.post(proxy.url + "/invoke", timeout=60, json={
+        "prompt": RAG_QUERY, "model_name": "demo",
+        "rag_config": {"collection": colony, "search": "keyword", "top_k": 2, "rerank": "demo-rerank"}})
+    assert response.status_code == 200, response.text
+    assert [c["source"] for c in response.json()["rag_context"]] == ["exact.txt", "stems.txt"]
+
+
 @pytest.mark.parametrize(("rerank_model", "message"), [
     ("no-such-reranker", "does not exist"), ("demo", "not a `mode: rerank` model"), (5, "rag.rerank must be"),
     ("", "rag.rerank must be"),
@@ -308,3 +316,47 @@ def test_rag_rerank_failure_fails_the_request_unless_a_fallback_serves(proxy: Ru
     assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limit_exceeded"
     served = chat(proxy, {"collection": colony, "search": "keyword", "top_k": 1, "rerank": "sturdy-rerank"})
     assert served.status_code == 200 and served.json()["rag_context"][0]["source"] == "exact.txt"
+
+
+# -- virtual keys: the model allow-list, spend and the usage log ------------------------------------------
+
+MASTER = "master-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
+    data = tmp_path_factory.mktemp("rerank-keys")
+    with run_proxy(f"""
+server: {{api_keys: ["{MASTER}"]}}
+providers: {{demo: {{type: mock}}}}
+models:
+  demo: {{provider: demo, model: mock-1}}
+  demo-rerank: {{provider: demo, model: mock-rerank-1, mode: rerank, input_cost_per_mtok: 1000}}
+  other-rerank: {{provider: demo, model: mock-rerank-2, mode: rerank}}
+state: {{database: "sqlite:///{data}/state.db"}}
+""") as running:
+        yield running
+
+
+def test_keys_gate_rerank(keyed: RunningProxy) -> None:
+    master = {"authorization": f"Bearer {MASTER}"}
+    created = httpx.post(keyed.url + "/admin/keys", headers=master, json={"name": "t", "models": ["demo", "demo-rerank"]})
+    assert created.status_code == 200, created.text
+    key = {"authorization": f"Bearer {created.json()['key']}"}
+    body = {"query": QUERY, "documents": DOCUMENTS}
+    assert httpx.post(keyed.v1 + "/rerank", json={"model": "demo-rerank", **body}).status_code == 401
+    allowed = httpx.post(keyed.v1 + "/rerank", headers=key, json={"model": "demo-rerank", **body})
+    assert allowed.status_code == 200, allowed.text
+    denied = httpx.post(keyed.v1 + "/rerank", headers=key, json={"model": "other-rerank", **body})
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "model_not_allowed"
+    via_rag = httpx.post(keyed.v1 + "/chat/completions", headers=key, json={
+        "model": "demo", "messages": [{"role": "user", "content": "hi"}],
+        "rag": {"collection": "any", "rerank": "other-rerank"}})
+    assert via_rag.status_code == 403 and via_rag.json()["error"]["param"] == "rag.rerank"
+    tokens = allowed.json()["usage"]["prompt_tokens"]
+    usage = httpx.get(keyed.url + "/admin/usage", headers=master, params={"key": created.json()["id"]})
+    rows = {(row["model"], row["status"]): row for row in usage.json()["data"]}
+    row = rows[("demo-rerank", 200)]
+    assert row["route"] == "rerank" and row["prompt_tokens"] == tokens
+    assert row["cost_usd"] == pytest.approx(tokens * 1000 / 1e6)
+    assert ("other-rerank", 403) in rows
