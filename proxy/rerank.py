@@ -209,7 +209,8 @@ async def rerank_endpoint(gateway: Gateway, scope: Scope, receive: Receive, send
     chain = rerank_chain(gateway.config, body)
 
     async def run() -> Served[JSON]:
-        return await gateway._bounded(run_rerank(gateway, chain, request, body, state["request_id"]))  # type: ignore[no-any-return]
+        served: Served[JSON] = await gateway._bounded(run_rerank(gateway, chain, request, body, state["request_id"]))
+        return served
 
     if gateway.gated(state):  # the key's model allow-list, limits, budget, one usage row
         served = await gateway.gate.embed(state, body, chain, run, route="rerank")

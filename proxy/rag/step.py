@@ -157,11 +157,12 @@ class RagStep:
         request = self.request
         if not query:
             return []
+        top_k, threshold = request.top_k, request.score_threshold
         if self.rerank_chain is not None:  # a larger pool; the threshold applies to the rerank scores
-            return await engine.search(collections, query, top_k=rerank_pool(request.top_k),  # type: ignore[no-any-return]
-                                       mode=request.search, score_threshold=0.0, where=request.filters)
-        return await engine.search(collections, query, top_k=request.top_k, mode=request.search,  # type: ignore[no-any-return]
-                                   score_threshold=request.score_threshold, where=request.filters)
+            top_k, threshold = rerank_pool(request.top_k), 0.0
+        hits: list[Any] = await engine.search(collections, query, top_k=top_k, mode=request.search,
+                                              score_threshold=threshold, where=request.filters)
+        return hits
 
     async def _reranked(self, hits: list[Hit], query: str, state: dict[str, Any]) -> list[Hit]:
         """The candidates ordered by the rerank model (router: retries, fallbacks); top_k kept, score = relevance.

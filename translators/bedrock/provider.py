@@ -82,7 +82,8 @@ class BedrockProvider:
 
     def _new_client(self, service: str) -> Any:
         config = self._config
-        client = self._session.client(service, endpoint_url=config.get("base_url"), config=bedrock_client_config(config))
+        client = self._session.client(service, endpoint_url=config.get("base_url"),
+                                      config=bedrock_client_config(config))
         extra_headers = dict(config.headers)
         if extra_headers:
             # before-sign: the headers are part of the SigV4 signature like any other.
