@@ -189,11 +189,21 @@ async def run_rerank(gateway: Gateway, chain: list[Link], request: RerankRequest
     return served
 
 
-async def rerank_texts(gateway: Gateway, chain: list[Link], query: str, texts: Sequence[str],
-                       top_n: int) -> list[tuple[int, float]]:
-    """(index into texts, relevance) best first: what `rag.rerank` keeps of its candidate pool."""
+async def rerank_texts(gateway: Gateway, chain: list[Link], query: str, texts: Sequence[str], top_n: int,
+                       log: JSON | None = None) -> list[tuple[int, float]]:
+    """(index into texts, relevance) best first: what `rag.rerank` keeps of its candidate pool.
+
+    Its tokens and cost go to the metrics under the rerank model (and to `log`, the chat request's
+    log line); the chat request's own usage and spend stay the chat model's.
+    """
     request = RerankRequest(chain[0][0], query, tuple(texts), min(top_n, len(texts)), False)
-    served = await gateway._bounded(run_rerank(gateway, chain, request))
+    served: Served[JSON] = await gateway._bounded(run_rerank(gateway, chain, request))
+    usage = served.result["usage"]
+    cost = served.deployment.cost(usage["prompt_tokens"], 0)
+    gateway.metrics.account(served.deployment.name, served.provider.name, usage, cost)
+    if log is not None:
+        log.update(rag_rerank_model=served.deployment.name, rag_rerank_tokens=usage["prompt_tokens"],
+                   rag_rerank_cost_usd=cost)
     return [(r["index"], r["relevance_score"]) for r in served.result["results"]]
 
 

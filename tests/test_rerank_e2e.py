@@ -275,9 +275,13 @@ def test_rag_rerank_reorders_the_retrieved_chunks(proxy: RunningProxy, colony: s
 
 
 def test_rag_rerank_threshold_applies_to_rerank_scores(proxy: RunningProxy, colony: str) -> None:
-    context = chat(proxy, {"collection": colony, "top_k": 3, "rerank": "co-rerank",
-                           "score_threshold": 0.5}).json()["rag_context"]
+    response = chat(proxy, {"collection": colony, "top_k": 3, "rerank": "co-rerank", "score_threshold": 0.5})
+    context = response.json()["rag_context"]
     assert [(c["source"], c["score"]) for c in context] == [("exact.txt", 0.9)]
+    logged = proxy.access_entry(response.headers["x-request-id"])  # the rerank's tokens and spend, beside the chat's
+    assert logged["model"] == "demo" and logged["rag_rerank_model"] == "co-rerank"
+    assert logged["rag_rerank_tokens"] > 0
+    assert logged["rag_rerank_cost_usd"] == pytest.approx(logged["rag_rerank_tokens"] * 1000 / 1e6)
 
 
 def test_rag_rerank_in_a_stream(proxy: RunningProxy, colony: str) -> None:

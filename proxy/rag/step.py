@@ -178,17 +178,18 @@ class RagStep:
         tracing = getattr(self.gateway, "tracing", None)
         try:
             if tracing is None:
-                ranked = await rerank_texts(self.gateway, self.rerank_chain, query, texts, request.top_k)
+                ranked = await rerank_texts(self.gateway, self.rerank_chain, query, texts, request.top_k,
+                                            state["log"])
             else:
                 with tracing.span(f"rerank {request.rerank}", {"gen_ai.operation.name": "rerank",
                                                                "gen_ai.request.model": request.rerank,
                                                                "omni_llm.rag.candidates": len(texts)}) as span:
-                    ranked = await rerank_texts(self.gateway, self.rerank_chain, query, texts, request.top_k)
+                    ranked = await rerank_texts(self.gateway, self.rerank_chain, query, texts, request.top_k,
+                                                state["log"])
                     span.set_attribute("omni_llm.rag.chunks", len(ranked))
         except ProxyError as exc:
             exc.message = f"rag.rerank with '{request.rerank}' failed: {exc.message}"
             raise
-        state["log"]["rag_rerank"] = request.rerank
         return [replace(hits[index], score=round(score, 6)) for index, score in ranked
                 if score >= request.score_threshold]
 
