@@ -17,6 +17,7 @@ SDK pointed at the gateway, `/v2/rerank`. This module is imported on first use.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -78,6 +79,9 @@ def parse_rerank(body: JSON) -> RerankRequest:
         return_documents = False
     if not isinstance(return_documents, bool):
         raise InvalidRequest("'return_documents' must be true or false", param="return_documents")
+    per_doc = body.get("max_tokens_per_doc")
+    if per_doc is not None and (isinstance(per_doc, bool) or not isinstance(per_doc, int) or per_doc < 1):
+        raise InvalidRequest("'max_tokens_per_doc' must be an integer >= 1", param="max_tokens_per_doc")
     return RerankRequest(model, query, documents, min(top_n, len(documents)), return_documents)
 
 
@@ -97,8 +101,6 @@ def rerank_chain(config: Config, body: JSON, param: str = "model") -> list[Link]
 
     `PROVIDER/UPSTREAM_MODEL` (no config entry) is taken as a rerank model of that provider.
     """
-    import dataclasses
-
     if param == "model":
         chain = resolve_chain(config, body)
     else:  # rag.rerank: a 400 (not a 404) for an unknown name, it is a field of a chat request

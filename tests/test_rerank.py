@@ -50,6 +50,7 @@ def test_parse_accepts_strings_and_objects_and_clamps_top_n() -> None:
     ({"model": "m", "query": "q", "documents": ["a"], "top_n": -1}, "top_n"),
     ({"model": "m", "query": "q", "documents": ["a"], "top_n": 1.5}, "top_n"),
     ({"model": "m", "query": "q", "documents": ["a"], "return_documents": 1}, "return_documents"),
+    ({"model": "m", "query": "q", "documents": ["a"], "max_tokens_per_doc": 0}, "max_tokens_per_doc"),
 ])
 def test_parse_names_the_bad_field(body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
