@@ -91,8 +91,12 @@ def _guarded(method: Callable[..., T]) -> Callable[..., T]:
         try:
             return method(self, *args, **kwargs)
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise ProviderUnavailable(f"the pgvector RAG store ({self.where}) is unavailable: {exc}") from exc
+            raise ProviderUnavailable(f"the pgvector RAG store ({self.where}) is unavailable: {_oneline(exc)}") from exc
     return call
+
+
+def _oneline(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def chunk_table(collection_id: str) -> sql.Identifier:
@@ -103,20 +107,24 @@ def chunk_table(collection_id: str) -> sql.Identifier:
 
 class PgvectorStore:
     def __init__(self, dsn: str) -> None:
-        info = psycopg.conninfo.conninfo_to_dict(dsn)
+        try:
+            info = psycopg.conninfo.conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError:  # its message quotes the string, which may hold a password
+            raise ProviderUnavailable("the pgvector RAG store's `dsn` is not a PostgreSQL connection string "
+                                      "(postgresql://user:password@host:port/database)") from None
         self.where = f"{info.get('host') or 'local socket'}:{info.get('port') or 5432}/{info.get('dbname') or ''}"
         try:
             with psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT) as conn:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 conn.execute(_SCHEMA)
         except psycopg.OperationalError as exc:
-            raise ProviderUnavailable(f"the pgvector RAG store ({self.where}) is unreachable: {exc}") from exc
+            raise ProviderUnavailable(f"the pgvector RAG store ({self.where}) is unreachable: {_oneline(exc)}") from exc
         except psycopg.errors.FeatureNotSupported as exc:
             raise ProviderUnavailable(f"the pgvector RAG store ({self.where}) needs the `vector` extension "
-                                      f"on the server: {exc}") from exc
+                                      f"on the server: {_oneline(exc)}") from exc
         except psycopg.Error as exc:
             raise ProviderUnavailable(f"the pgvector RAG store ({self.where}) could not create its tables: "
-                                      f"{exc}") from exc
+                                      f"{_oneline(exc)}") from exc
         self._pool = ConnectionPool(dsn, min_size=1, max_size=POOL_SIZE, open=True, configure=_configure,
                                     kwargs={"connect_timeout": CONNECT_TIMEOUT}, timeout=30.0)
 
@@ -245,24 +253,16 @@ class PgvectorStore:
         condition = to_postgres_where(where) if where is not None else sql.SQL("true")
 
         def ranked(conn: psycopg.Connection[Any], ids: list[str], exact: bool) -> list[tuple[str, float]]:
-            # `+ 0` keeps the planner off the HNSW index: an exact scan of the rows the filter admits.
-            order = sql.SQL("(embedding <=> %(q)s) + 0" if exact else "embedding <=> %(q)s")
-            parts = [sql.SQL("(SELECT {cid} || '.' || id, embedding <=> %(q)s AS d FROM {table} WHERE {where} "
-                             "ORDER BY {order} LIMIT %(k)s)").format(
-                cid=sql.Literal(cid), table=chunk_table(cid), where=condition, order=order) for cid in ids]
-            query_sql = sql.SQL("SELECT * FROM ({}) ranked ORDER BY d LIMIT %(k)s").format(
-                sql.SQL(" UNION ALL ").join(parts))
-            rows = conn.execute(query_sql, {"q": query, "k": k}).fetchall()
+            rows = conn.execute(dense_query(ids, condition, exact), {"q": query, "k": k}).fetchall()
             return [(row[0], 1.0 - float(row[1])) for row in rows]
 
         def search(conn: psycopg.Connection[Any], ids: list[str]) -> list[tuple[str, float]]:
             conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(1000, max(EF_SEARCH, k))),))
             found = ranked(conn, ids, exact=False)
-            if where is None:
-                return found
-            short = [cid for cid in ids if sum(1 for c, _ in found if c.startswith(cid + ".")) < k]
-            if short:  # the approximate pass lost rows to the filter: answer those collections exactly
-                found = [p for p in found if p[0].split(".")[0] not in short] + ranked(conn, short, exact=True)
+            if where is not None:
+                short = [cid for cid in ids if sum(1 for c, _ in found if c.startswith(cid + ".")) < k]
+                if short:  # the approximate pass lost rows to the filter: answer those collections exactly
+                    found = [p for p in found if p[0].split(".")[0] not in short] + ranked(conn, short, exact=True)
             return sorted(found, key=lambda pair: -pair[1])[:k]
 
         return self._search(collection_ids, int(query.shape[0]), search)
@@ -366,6 +366,20 @@ class PgvectorStore:
     def delete_file(self, file_id: str) -> bool:
         with self._transaction() as conn:
             return bool(conn.execute("DELETE FROM omni_rag_files WHERE id = %s", (file_id,)).rowcount)
+
+
+def dense_query(collection_ids: Sequence[str], condition: sql.Composable, exact: bool) -> sql.Composed:
+    """Each collection's k nearest rows (chunk id, cosine distance) for the parameters `q` and `k`.
+
+    `ORDER BY embedding <=> q LIMIT k` is the shape pgvector serves from the HNSW index; the exact
+    form orders by `(embedding <=> q) + 0`, which keeps the planner off the index.
+    """
+    order = sql.SQL("(embedding <=> %(q)s) + 0" if exact else "embedding <=> %(q)s")
+    return sql.SQL(" UNION ALL ").join(
+        sql.SQL("(SELECT {cid} || '.' || id, embedding <=> %(q)s AS d FROM {table} WHERE {where} "
+                "ORDER BY {order} LIMIT %(k)s)").format(
+            cid=sql.Literal(cid), table=chunk_table(cid), where=condition, order=order)
+        for cid in collection_ids)
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
