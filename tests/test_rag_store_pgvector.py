@@ -9,7 +9,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,9 +31,9 @@ from proxy.rag.stores.pgvector import PgvectorStore, chunk_table, dense_query  #
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+def cluster() -> Iterator[PostgresCluster]:
     try:
-        running = PostgresCluster(tmp_path_factory.mktemp("pgvector"))
+        running = PostgresCluster()
     except Unavailable as exc:
         import os
 
@@ -67,6 +66,11 @@ def ingest(store: PgvectorStore, collection_id: str, source: str, vectors: np.nd
                                                    vectors)])
 
 
+def contents_of(store: PgvectorStore, ranked: list[tuple[str, float]]) -> list[str]:
+    found = store.hits([chunk_id for chunk_id, _ in ranked])
+    return [found[chunk_id].content for chunk_id, _ in ranked]
+
+
 # -- a store that cannot be reached says so -----------------------------------------------------
 def test_unreachable_wrong_database_and_bad_dsn_are_503_naming_the_store(cluster: PostgresCluster) -> None:
     closed = free_port()
@@ -83,8 +87,8 @@ def test_unreachable_wrong_database_and_bad_dsn_are_503_naming_the_store(cluster
         assert "s3cret" not in message
 
 
-def test_a_server_that_goes_away_is_503_not_a_traceback(tmp_path: Path) -> None:
-    own = PostgresCluster(tmp_path)
+def test_a_server_that_goes_away_is_503_not_a_traceback() -> None:
+    own = PostgresCluster()
     try:
         store = PgvectorStore(own.create_database("gone"))
         cid = store.create_collection("c", "m", {}).id
@@ -97,20 +101,30 @@ def test_a_server_that_goes_away_is_503_not_a_traceback(tmp_path: Path) -> None:
 
 
 # -- the HNSW index ----------------------------------------------------------------------------
-def test_the_hnsw_index_exists_and_serves_dense_queries(store: PgvectorStore, dsn: str) -> None:
+def test_the_hnsw_index_is_built_once_the_collection_is_large_and_serves_dense_queries(
+        store: PgvectorStore, dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy.rag.stores import pgvector
+
+    monkeypatch.setattr(pgvector, "HNSW_AFTER", 2000 * 32)  # 2,000 chunks of 32 dimensions (not 80,000)
     cid = store.create_collection("big", "m", {}).id
     rng = np.random.default_rng(3)
-    vectors = rng.normal(size=(5000, 32)).astype(np.float32)
-    for part in range(5):
-        ingest(store, cid, f"doc{part}.txt", vectors[part * 1000:(part + 1) * 1000])
+    vectors = rng.normal(size=(3000, 32)).astype(np.float32)
     table = chunk_table(cid).as_string(None).strip('"')
+
+    def indexes(conn: Any) -> list[str]:
+        return [row[0] for row in conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", (table,))]
+
     with psycopg.connect(dsn, autocommit=True) as conn:
         from pgvector.psycopg import register_vector
 
+        ingest(store, cid, "doc0.txt", vectors[:1000])
+        assert not any("hnsw" in d for d in indexes(conn)), "a small collection is scanned exactly"
+        assert contents_of(store, store.dense([cid], vectors[234], 1)) == ["doc0.txt row234 shared words"]
+        for part in (1, 2):  # the second write builds the index, the third adds to it row by row
+            ingest(store, cid, f"doc{part}.txt", vectors[part * 1000:(part + 1) * 1000])
         register_vector(conn)
         conn.execute(f"ANALYZE {table}")
-        definitions = [row[0] for row in conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s",
-                                                        (table,))]
+        definitions = indexes(conn)
         assert any("USING hnsw (embedding vector_cosine_ops)" in d for d in definitions), definitions
         assert any("USING gin (tsv)" in d for d in definitions), definitions
         params = {"q": vectors[42], "k": 5}
@@ -127,13 +141,14 @@ def test_the_hnsw_index_exists_and_serves_dense_queries(store: PgvectorStore, ds
             return int(row[0])
 
         before = scans()
-        ranked = store.dense([cid], vectors[4321], 3)
-        deadline = time.monotonic() + 10  # statistics reach the shared view when the backend goes idle
+        ranked = store.dense([cid], vectors[2321], 3)
+        assert contents_of(store, ranked)[0] == "doc2.txt row321 shared words"
+        store.close()  # a backend reports its statistics when it exits (else when idle, within 10 s)
+        deadline = time.monotonic() + 30
         while scans() == before and time.monotonic() < deadline:
             conn.execute("SELECT pg_stat_clear_snapshot()")
             time.sleep(0.05)
         assert scans() > before, "the store's own dense query went through the HNSW index"
-    assert store.hits([ranked[0][0]])[ranked[0][0]].content == "doc4.txt row321 shared words"
     assert ranked[0][1] == pytest.approx(1.0, abs=1e-5)
 
 

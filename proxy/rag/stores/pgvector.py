@@ -42,11 +42,16 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from proxy.errors import ProviderUnavailable
 from proxy.rag.search import Filter, keyword_terms
+from proxy.rag.sqlite_store import COMMON_WORD_FLOOR, COMMON_WORD_SHARE
 from proxy.rag.store import Collection, Hit, Ingested, StoredDocument, StoredFile
 from proxy.rag.stores.pg_filters import to_postgres_where
 
 POOL_SIZE = 4  # connections per store; the engine's worker threads queue for them
 CONNECT_TIMEOUT = 10  # seconds, for the first connection and each pool connection
+# A collection gets its HNSW index when chunks x dimensions reach this (10k chunks of 256 dimensions):
+# below it an exact scan takes a few milliseconds, is exact, and ingest skips the per-row graph insert.
+HNSW_AFTER = 2_560_000
+ANALYZE_AFTER = 1000  # chunks written at once that refresh the collection's statistics (if 20% of it)
 EF_SEARCH = 100  # HNSW candidate list per query (pgvector's default is 40): recall over a few more visits
 _SCHEMA_LOCK = 0x0_6D6E_6972_6167  # advisory lock key while creating the schema ("omni rag")
 _ID = re.compile(r"^vs_[0-9a-f]{24}$")
@@ -72,7 +77,6 @@ CREATE TABLE {table} (
     embedding vector({dims}) NOT NULL,
     tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', content)) STORED);
 CREATE INDEX {by_source} ON {table} (source);
-CREATE INDEX {by_vector} ON {table} USING hnsw (embedding vector_cosine_ops);
 CREATE INDEX {by_words} ON {table} USING gin (tsv);
 """
 
@@ -214,13 +218,40 @@ class PgvectorStore:
                     "attributes = excluded.attributes, created_at = excluded.created_at",
                     (collection_id, doc.source, item.file_id, doc.content_hash, doc.size, len(item.chunks),
                      Jsonb(dict(doc.attributes)), now))
+            if has_table:
+                self._index_when_large(conn, collection_id)
+        added = sum(len(item.chunks) for item in items)
+        if added >= ANALYZE_AFTER:
+            self._analyze(collection_id, added)
+
+    def _index_when_large(self, conn: psycopg.Connection[Any], collection_id: str) -> None:
+        """The collection's HNSW index, built in one pass once an exact scan would cost more than a walk."""
+        table = chunk_table(collection_id)
+        index = table.as_string(None).strip('"') + "_hnsw"
+        row = conn.execute(
+            "SELECT to_regclass(%s) IS NULL, (SELECT coalesce(sum(chunks), 0) FROM omni_rag_documents "
+            "WHERE collection_id = %s) * (SELECT dimensions FROM omni_rag_collections WHERE id = %s)",
+            (index, collection_id, collection_id)).fetchone()
+        if row is not None and row[0] and row[1] >= HNSW_AFTER:
+            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)")
+                         .format(sql.Identifier(index), table))
+
+    def _analyze(self, collection_id: str, added: int) -> None:
+        """Fresh planner statistics after a large write (keyword search reads its common words from them):
+        autovacuum would get there within a minute or so; a new collection should not wait for it."""
+        with self._transaction() as conn:
+            table = chunk_table(collection_id)
+            row = conn.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
+                               (table.as_string(None),)).fetchone()
+            if row is not None and (row[0] < 0 or added >= 0.2 * row[0]):
+                conn.execute(sql.SQL("ANALYZE {}").format(table))
 
     def _create_chunks(self, conn: psycopg.Connection[Any], collection_id: str, dims: int) -> None:
         table = chunk_table(collection_id)
         name = table.as_string(None).strip('"')
         conn.execute(sql.SQL(_CHUNKS).format(  # type: ignore[arg-type]
             table=table, dims=sql.Literal(dims), by_source=sql.Identifier(name + "_source"),
-            by_vector=sql.Identifier(name + "_hnsw"), by_words=sql.Identifier(name + "_tsv")))
+            by_words=sql.Identifier(name + "_tsv")))
         conn.execute("UPDATE omni_rag_collections SET dimensions = %s WHERE id = %s", (dims, collection_id))
 
     @_guarded
@@ -273,18 +304,20 @@ class PgvectorStore:
         words = keyword_terms(query)
         if not words:
             return []
-        # \w+ words hold none of tsquery's operators: joined with | they are a query of alternatives.
-        terms = " | ".join(words)
         condition = to_postgres_where(where) if where is not None else sql.SQL("true")
 
         def search(conn: psycopg.Connection[Any], ids: list[str]) -> list[tuple[str, float]]:
+            terms = _tsqueries(conn, ids, words)
             parts = [sql.SQL("(SELECT {cid} || '.' || id AS id, ts_rank_cd(tsv, q, 33) AS s "
-                             "FROM {table}, to_tsquery('english', %(terms)s) q WHERE tsv @@ q AND {where} "
+                             "FROM {table}, to_tsquery('english', {terms}) q WHERE tsv @@ q AND {where} "
                              "ORDER BY s DESC, id LIMIT %(k)s)").format(
-                cid=sql.Literal(cid), table=chunk_table(cid), where=condition) for cid in ids]
+                cid=sql.Literal(cid), table=chunk_table(cid), terms=sql.Literal(terms[cid]), where=condition)
+                for cid in ids if terms.get(cid)]
+            if not parts:
+                return []
             query_sql = sql.SQL("SELECT * FROM ({}) ranked ORDER BY s DESC, id LIMIT %(k)s").format(
                 sql.SQL(" UNION ALL ").join(parts))
-            rows = conn.execute(query_sql, {"terms": terms, "k": k}).fetchall()
+            rows = conn.execute(query_sql, {"k": k}).fetchall()
             return [(row[0], max(float(row[1]), 1e-9)) for row in rows]
 
         return self._search(collection_ids, None, search)
@@ -380,6 +413,36 @@ def dense_query(collection_ids: Sequence[str], condition: sql.Composable, exact:
                 "ORDER BY {order} LIMIT %(k)s)").format(
             cid=sql.Literal(cid), table=chunk_table(cid), where=condition, order=order)
         for cid in collection_ids)
+
+
+def _tsqueries(conn: psycopg.Connection[Any], collection_ids: list[str], words: list[str]) -> dict[str, str]:
+    """Each collection's tsquery: the query's words OR-ed, less those most of its chunks contain.
+
+    As in the SQLite store: a word in more than a few percent of the chunks adds almost nothing to
+    the ranking but makes PostgreSQL rank every chunk it is in. Which words those are comes free from
+    the planner's statistics (ANALYZE keeps the most common lexemes of a tsvector column with their
+    frequencies); a word not listed is rarer than every listed one. The rarest word stays when all are
+    common; a collection not analysed yet keeps every word. \\w+ words hold no tsquery operator.
+    """
+    stems = conn.execute("SELECT w, tsvector_to_array(to_tsvector('english', w)) FROM unnest(%s::text[]) "
+                         "WITH ORDINALITY AS u (w, n) ORDER BY n", (words,)).fetchall()
+    names = {f"omni_rag_chunks_{cid[3:]}": cid for cid in collection_ids}
+    stats = conn.execute(
+        "SELECT c.relname, c.reltuples, s.most_common_elems::text::text[], s.most_common_elem_freqs "
+        "FROM pg_class c LEFT JOIN pg_stats s ON s.schemaname = current_schema() AND s.tablename = c.relname "
+        "AND s.attname = 'tsv' WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY(%s)",
+        (list(names),)).fetchall()
+    queries = {}
+    for name, rows, elements, frequencies in stats:
+        share = dict(zip(elements or [], frequencies or []))
+        chunks = max(float(rows), 0.0)
+        limit = max(COMMON_WORD_FLOOR, COMMON_WORD_SHARE * chunks)
+        counted = sorted((max(share.get(lexeme, 0.0) for lexeme in lexemes) * chunks, n, word)
+                         for n, (word, lexemes) in enumerate(stems) if lexemes)
+        chosen = [word for df, _, word in counted if df <= limit] or [word for _, _, word in counted[:1]]
+        if chosen:
+            queries[names[name]] = " | ".join(chosen)
+    return queries
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:

@@ -12,8 +12,10 @@ import importlib.util
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -56,7 +58,7 @@ def _prepare_system_user(install: Path, root: Path) -> None:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:
         subprocess.run(["useradd", "-s", "/bin/bash", SYSTEM_USER], check=True, capture_output=True)
-    for path in (install, root):  # every folder above them must be traversable by others
+    for path in (install, root):  # every folder above them must be traversable by others (they are, as a rule)
         for parent in path.parents:
             parent.chmod(parent.stat().st_mode | stat.S_IXOTH)
     for path in [install, *install.rglob("*")]:
@@ -69,19 +71,22 @@ def _prepare_system_user(install: Path, root: Path) -> None:
 class PostgresCluster:
     """A running throwaway cluster: `url(database)`, `create_database(name)`, `stop()`."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self) -> None:
         self.bindir = _bundled_binaries()
-        self.root = workdir / "pg"
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Not under pytest's tmp_path: pytest makes its root 0700 again at every session's start (any
+        # session of this user), which would lock the server's own user out of its data.
+        self.root = Path(tempfile.mkdtemp(prefix="omni-pgvector-"))
         self.as_user: list[str] = []
         if os.geteuid() == 0:
             _prepare_system_user(self.bindir.parent, self.root)
             self.as_user = ["runuser", "-u", SYSTEM_USER, "--"]
         data, self.log = self.root / "data", self.root / "postgres.log"
         self.port = free_port()
-        subprocess.run([*self.as_user, str(self.bindir / "initdb"), "-D", str(data), "-A", "trust",
-                        "-U", DATABASE_USER, "--no-sync", "-E", "UTF8", "--locale", "C.UTF-8"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        done = subprocess.run([*self.as_user, str(self.bindir / "initdb"), "-D", str(data), "-A", "trust",
+                               "-U", DATABASE_USER, "--no-sync", "-E", "UTF8", "--locale", "C.UTF-8"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr.strip()}")
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [*self.as_user, str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port),
@@ -107,18 +112,21 @@ class PostgresCluster:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: postgres' smart shutdown
+            # SIGQUIT is postgres' "immediate" shutdown (no final checkpoint: the data is thrown away next),
+            # sent to postgres itself, as runuser (the process started under root) does not pass it on.
+            pid = int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGQUIT)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.kill(pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
 @contextmanager
-def postgres_cluster(workdir: Path) -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster(workdir)
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
     try:
         yield cluster
     finally:
@@ -126,8 +134,8 @@ def postgres_cluster(workdir: Path) -> Iterator[PostgresCluster]:
 
 
 class Pgvector(Started):
-    def __init__(self, workdir: Path) -> None:
-        self.cluster = PostgresCluster(workdir)
+    def __init__(self) -> None:
+        self.cluster = PostgresCluster()
 
     def settings(self, namespace: str) -> dict[str, Any]:
         return {"type": "pgvector", "dsn": self.cluster.create_database(namespace)}
@@ -141,4 +149,4 @@ def start(workdir: Path) -> Pgvector:
         import psycopg  # noqa: F401
     except ImportError as exc:
         raise Unavailable(f"psycopg is not installed (pip install -e '.[pgvector]'): {exc}") from exc
-    return Pgvector(workdir)
+    return Pgvector()  # its own temporary folder (see PostgresCluster), not workdir
