@@ -48,7 +48,7 @@ def _compare(where: Compare) -> sql.Composable:
 def _column(where: Compare, values: list[Any]) -> sql.Composable:
     column = sql.Identifier(where.key)
     kind = "string" if where.key in TEXT_COLUMNS else "number"
-    typed = [_literal(v, where.op) for v in values if _kind(v) == kind]
+    typed = [_literal(v) for v in values if _kind(v) == kind]
     present = sql.SQL("{} IS NOT NULL").format(column)
     if where.op in ("in", "nin"):
         if not typed:
@@ -77,10 +77,10 @@ def _attribute(where: Compare, values: list[Any]) -> sql.Composable:
     # CASE keeps the cast from running on a value of another type (no error, no match).
     return sql.SQL("(CASE WHEN jsonb_typeof({}) = {} THEN {}{} {} {} ELSE false END)").format(
         node, sql.Literal(kind), extract, _collation(where.op, kind), sql.SQL(_OPERATORS[where.op]),
-        _literal(where.value, where.op, jsonb=True))
+        _literal(where.value, jsonb=True))
 
 
-def _literal(value: Any, op: str, jsonb: bool = False) -> sql.Composable:
+def _literal(value: Any, jsonb: bool = False) -> sql.Composable:
     """A typed literal: strings as text, integers as bigint (a plain column's index still applies),
     other numbers as numeric, booleans as boolean."""
     kind = _kind(value)

@@ -50,7 +50,7 @@ from proxy.rag.store import Collection, Hit, Ingested, StoredDocument, StoredFil
 from proxy.rag.stores.pg_filters import to_postgres_where
 
 POOL_SIZE = 4  # connections per store; the engine's worker threads queue for them
-CONNECT_TIMEOUT = 10  # seconds, for the first connection and each pool connection
+CONNECT_TIMEOUT = 10  # seconds: to connect, and to wait for a pooled connection (then 503)
 # A collection gets its HNSW index when chunks x dimensions reach this (10k chunks of 256 dimensions):
 # below it an exact scan takes a few milliseconds, is exact, and ingest skips the per-row graph insert.
 HNSW_AFTER = 2_560_000
@@ -98,7 +98,8 @@ def _guarded(method: Callable[..., T]) -> Callable[..., T]:
         try:
             return method(self, *args, **kwargs)
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise ProviderUnavailable(f"the pgvector RAG store ({self.where}) is unavailable: {_oneline(exc)}") from exc
+            raise ProviderUnavailable(f"the pgvector RAG store ({self.where}) is unavailable: "
+                                      f"{_oneline(exc)}") from exc
     return call
 
 
@@ -125,7 +126,8 @@ class PgvectorStore:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 conn.execute(_SCHEMA)
         except psycopg.OperationalError as exc:
-            raise ProviderUnavailable(f"the pgvector RAG store ({self.where}) is unreachable: {_oneline(exc)}") from exc
+            raise ProviderUnavailable(f"the pgvector RAG store ({self.where}) is unreachable: "
+                                      f"{_oneline(exc)}") from exc
         except psycopg.errors.FeatureNotSupported as exc:
             raise ProviderUnavailable(f"the pgvector RAG store ({self.where}) needs the `vector` extension "
                                       f"on the server: {_oneline(exc)}") from exc
@@ -133,7 +135,7 @@ class PgvectorStore:
             raise ProviderUnavailable(f"the pgvector RAG store ({self.where}) could not create its tables: "
                                       f"{_oneline(exc)}") from exc
         self._pool = ConnectionPool(dsn, min_size=1, max_size=POOL_SIZE, open=True, configure=_configure,
-                                    kwargs={"connect_timeout": CONNECT_TIMEOUT}, timeout=30.0)
+                                    kwargs={"connect_timeout": CONNECT_TIMEOUT}, timeout=CONNECT_TIMEOUT)
 
     def close(self) -> None:
         self._pool.close()
