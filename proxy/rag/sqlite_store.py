@@ -51,6 +51,9 @@ CREATE TABLE IF NOT EXISTS files (
     created_at INTEGER NOT NULL, content BLOB NOT NULL);
 """
 
+# One step of a write, as `_written` sees it: (chunk rowids deleted, rowids inserted, their vectors).
+Change = tuple[np.ndarray, np.ndarray, np.ndarray]
+
 # Keyword search drops query words found in more than this share of the chunks (and this many at least).
 COMMON_WORD_SHARE = 0.02
 COMMON_WORD_FLOOR = 200
@@ -115,6 +118,7 @@ class SqliteStore:
             deleted = self._db.execute("DELETE FROM collections WHERE id = ?", (collection_id,)).rowcount
             self._bump_index()
             self._matrices.pop(collection_id, None)
+            self._dropped(collection_id)
         return bool(deleted)
 
     # -- documents ------------------------------------------------------------------
@@ -134,15 +138,20 @@ class SqliteStore:
             if len(dims) > 1 or (current[0] is not None and dims and dims != {current[0]}):
                 raise ValueError(f"embedding dimensions {sorted(dims)} do not match the collection's {current[0]}")
             now = int(time.time())
+            changes: list[Change] = []
             for item in items:
                 doc = item.document
-                self._db.execute("DELETE FROM chunks WHERE collection_id = ? AND source = ?", (collection_id, doc.source))
+                removed = self._delete_chunks(collection_id, doc.source)
                 vectors = np.ascontiguousarray(item.vectors, dtype=np.float32)
+                # Explicit rowids (the ones SQLite would pick: max + 1 on) so a derived index learns them.
+                first = self._db.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()[0]
                 self._db.executemany(
-                    "INSERT INTO chunks (collection_id, source, chunk_index, content, page, section, file_id, metadata,"
-                    " vector) VALUES (?,?,?,?,?,?,?,?,?)",
-                    [(collection_id, doc.source, c.chunk_index, c.content, c.page, c.section, item.file_id,
+                    "INSERT INTO chunks (id, collection_id, source, chunk_index, content, page, section, file_id,"
+                    " metadata, vector) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    [(first + i, collection_id, doc.source, c.chunk_index, c.content, c.page, c.section, item.file_id,
                       json.dumps(c.metadata), vectors[i].tobytes()) for i, c in enumerate(item.chunks)])
+                changes.append((removed, np.arange(first, first + len(item.chunks), dtype=np.int64),
+                                vectors[:len(item.chunks)]))
                 self._db.execute(
                     "INSERT OR REPLACE INTO documents (collection_id, source, file_id, content_hash, bytes, chunks,"
                     " attributes, created_at) VALUES (?,?,?,?,?,?,?,?)",
@@ -151,6 +160,7 @@ class SqliteStore:
             self._db.execute("UPDATE collections SET version = version + 1, dimensions = coalesce(dimensions, ?) "
                              "WHERE id = ?", (next(iter(dims)) if dims else None, collection_id))
             self._bump_index()
+            self._written(collection_id, changes)
 
     def list_documents(self, collection_id: str) -> list[StoredDocument]:
         with self._lock:
@@ -161,11 +171,12 @@ class SqliteStore:
 
     def delete_document(self, collection_id: str, source: str) -> bool:
         with self._lock, self._transaction():
-            self._db.execute("DELETE FROM chunks WHERE collection_id = ? AND source = ?", (collection_id, source))
+            removed = self._delete_chunks(collection_id, source)
             deleted = self._db.execute("DELETE FROM documents WHERE collection_id = ? AND source = ?",
                                        (collection_id, source)).rowcount
             self._db.execute("UPDATE collections SET version = version + 1 WHERE id = ?", (collection_id,))
             self._bump_index()
+            self._written(collection_id, [(removed, np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32))])
         return bool(deleted)
 
     # -- search ---------------------------------------------------------------------
@@ -262,6 +273,21 @@ class SqliteStore:
 
     def _bump_index(self) -> None:
         self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'index_version'")
+
+    def _delete_chunks(self, collection_id: str, source: str) -> np.ndarray:
+        rows = self._db.execute("DELETE FROM chunks WHERE collection_id = ? AND source = ? RETURNING id",
+                                (collection_id, source)).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    # -- hooks for a store that keeps its own dense index (stores/faiss.py) -----------------
+    def _written(self, collection_id: str, changes: Sequence[Change]) -> None:
+        """After a write's rows (and the collection's version bump), before COMMIT; raising rolls it back.
+
+        `changes` in the order they happened: (chunk rowids deleted, rowids inserted, their vectors).
+        """
+
+    def _dropped(self, collection_id: str) -> None:
+        """In `delete_collection`'s transaction, after its rows are gone."""
 
     def _filtered_ids(self, collection_id: str, where: Filter) -> list[int]:
         condition, params = _where(where)
