@@ -30,6 +30,7 @@ searches run outside the store's lock.
 from __future__ import annotations
 
 import os
+import sqlite3
 import struct
 import tempfile
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from proxy.errors import ProviderUnavailable
 from proxy.rag.search import Filter
 from proxy.rag.sqlite_store import Change, SqliteStore
 from proxy.rag.store import Ingested
@@ -49,9 +51,12 @@ _HEADER = struct.Struct("<10sq")  # magic, the collection version the index refl
 class FaissStore(SqliteStore):
     def __init__(self, path: str) -> None:
         self._dir = Path(path).expanduser()
-        self._dir.mkdir(parents=True, exist_ok=True)
         self._indexes: dict[str, tuple[int, faiss.Index]] = {}  # collection id -> (version, index)
-        super().__init__(str(self._dir / "meta.db"))
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            super().__init__(str(self._dir / "meta.db"))
+        except (OSError, sqlite3.Error) as exc:
+            raise ProviderUnavailable(f"the faiss RAG store cannot use the directory {path!r}: {exc}") from None
 
     def index_path(self, collection_id: str) -> Path:
         return self._dir / f"{collection_id}.faiss"
