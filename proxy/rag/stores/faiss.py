@@ -100,7 +100,7 @@ class FaissStore(SqliteStore):
                     continue
                 # The selector keeps FAISS from scoring other rows: the top k are the top k of the allowed ones.
                 selector = faiss.IDSelectorBatch(allowed)
-                params = faiss.SearchParameters(sel=selector)
+                params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]  # SWIG stubs
             scores, labels = index.search(query, min(k, index.ntotal), params=params)
             results += [(str(label), float(score)) for label, score in zip(labels[0], scores[0]) if label >= 0]
         return sorted(results, key=lambda pair: -pair[1])[:k]
@@ -112,6 +112,7 @@ class FaissStore(SqliteStore):
             row = self._db.execute("SELECT version, dimensions FROM collections WHERE id = ?",
                                    (collection_id,)).fetchone()
             if row is None or row[1] is None:
+                self._indexes.pop(collection_id, None)  # deleted, perhaps by another process
                 return None
             cached = self._indexes.get(collection_id)
             if cached is not None and cached[0] == row[0]:
@@ -132,20 +133,22 @@ class FaissStore(SqliteStore):
     def _read(self, collection_id: str, version: int) -> faiss.Index | None:
         """The index file if it is whole and reflects `version`, else None."""
         try:
-            data = self.index_path(collection_id).read_bytes()
+            with self.index_path(collection_id).open("rb") as handle:  # this file, even if replaced meanwhile
+                header = handle.read(_HEADER.size)
+                if len(header) < _HEADER.size or _HEADER.unpack(header) != (_MAGIC, version):
+                    return None
+                # FAISS reads straight from the file (serialize/deserialize_index copy through a growing buffer).
+                return faiss.read_index(faiss.PyCallbackIOReader(handle.read))  # type: ignore[attr-defined]
         except FileNotFoundError:
             return None
-        if len(data) < _HEADER.size or _HEADER.unpack_from(data) != (_MAGIC, version):
-            return None
-        try:
-            return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8, offset=_HEADER.size))
         except RuntimeError:  # truncated or damaged after a valid header
             return None
 
     def _build(self, collection_id: str, dims: int) -> faiss.Index:
         """A new index from the vectors SQLite holds (as this connection sees them)."""
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dims))
-        cursor = self._db.execute("SELECT id, vector FROM chunks WHERE collection_id = ? ORDER BY id", (collection_id,))
+        cursor = self._db.execute("SELECT id, vector FROM chunks WHERE collection_id = ? ORDER BY id",
+                                  (collection_id,))
         while rows := cursor.fetchmany(10_000):
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             index.add_with_ids(np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dims),
@@ -159,7 +162,7 @@ class FaissStore(SqliteStore):
                                          delete=False) as handle:
             try:
                 handle.write(_HEADER.pack(_MAGIC, version))
-                handle.write(memoryview(faiss.serialize_index(index)))
+                faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))  # type: ignore[attr-defined]
             except BaseException:
                 handle.close()
                 os.unlink(handle.name)
@@ -173,6 +176,7 @@ class FaissStore(SqliteStore):
         if dims is None:
             return
         before = self._indexes.get(collection_id)
+        index: faiss.Index | None
         if before is not None and before[0] == version - 1:
             index = faiss.clone_index(before[1])
         else:
@@ -182,7 +186,7 @@ class FaissStore(SqliteStore):
         else:
             for removed, added, vectors in changes:
                 if len(removed):
-                    index.remove_ids(removed)
+                    index.remove_ids(removed)  # type: ignore[arg-type]  # the wrapper takes ids
                 if len(added):
                     index.add_with_ids(vectors, added)
         self._save(collection_id, version, index)
