@@ -136,8 +136,8 @@ def _check_mapping(properties: dict[str, Any], knn: bool, prefix: str = "") -> N
             if not isinstance(spec.get("dimension"), int) or spec["dimension"] < 1:
                 raise _bad(f"Dimension value missing for vector: {prefix}{name}", "mapper_parsing_exception")
             method = spec.get("method", {})
-            if method.get("name", "hnsw") != "hnsw" or method.get("engine", "faiss") not in ("lucene", "faiss", "nmslib") \
-                    or method.get("space_type", spec.get("space_type", "l2")) not in _SPACES:
+            engine, space = method.get("engine", "faiss"), method.get("space_type", spec.get("space_type", "l2"))
+            if method.get("name", "hnsw") != "hnsw" or engine not in ("lucene", "faiss", "nmslib") or space not in _SPACES:
                 raise _bad(f"Invalid method for vector field [{prefix}{name}]: {method}", "mapper_parsing_exception")
 
 
@@ -214,6 +214,9 @@ class Index:
 
     def put(self, doc_id: str, source: dict[str, Any]) -> tuple[int, str]:
         fields = self.parse(source)
+        for name, values in fields.items():  # a vector's source kept as float32, not 24-byte Python floats
+            if name in source and self.field(name).get("type") == "knn_vector":
+                source = {**source, name: values[0]}
         version = self.docs[doc_id][0] + 1 if doc_id in self.docs else 1
         self.docs[doc_id] = (version, source, fields)
         self.pending.add(doc_id)
@@ -411,13 +414,13 @@ class Index:
             ids, matrix = [ids[i] for i in rows], matrix[rows]
         if not ids:
             return {}
+        dot = np.einsum("ij,j->i", matrix, query)  # not BLAS: no thread pool spinning in a test process
         if space == "cosinesimil":
-            norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query)
-            scores = (1 + (matrix @ query) / np.maximum(norms, 1e-30)) / 2
+            norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix)) * np.linalg.norm(query)
+            scores = (1 + dot / np.maximum(norms, 1e-30)) / 2
         elif space == "l2":
             scores = 1 / (1 + ((matrix - query) ** 2).sum(axis=1))
         else:
-            dot = matrix @ query
             scores = np.where(dot > 0, dot + 1, 1 / (1 - dot))
         top = np.argsort(-scores, kind="stable")[:spec["k"]]
         return {ids[i]: float(scores[i]) for i in top}
@@ -485,7 +488,8 @@ class FakeOpenSearch:
         else:
             try:
                 status, body = self.handle(request.method, path, params, raw)
-                response = Response(orjson.dumps(body) if request.method != "HEAD" else b"", status,
+                content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY) if request.method != "HEAD" else b""
+                response = Response(content, status,
                                     media_type="application/json; charset=UTF-8")
             except OpenSearchError as exc:
                 response = Response(orjson.dumps(exc.body()), exc.status, media_type="application/json; charset=UTF-8")

@@ -292,7 +292,8 @@ class OpenSearchStore(RecordStore):
         indices = ",".join(self._chunk_index(cid) for cid in collection_ids)
         body = {"size": min(k, MAX_K), "_source": False, "query": query}
         with self._reach():  # a collection with no chunks yet has no index: ignore_unavailable
-            return self.client.search(index=indices, body=body, ignore_unavailable=True)["hits"]["hits"]  # type: ignore[no-any-return]
+            found = self.client.search(index=indices, body=body, ignore_unavailable=True)
+        return found["hits"]["hits"]  # type: ignore[no-any-return]
 
     def dense(self, collection_ids: Sequence[str], vector: np.ndarray, k: int,
               where: Filter | None = None) -> list[tuple[str, float]]:
