@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -83,6 +84,48 @@ def test_basic_auth_is_sent_and_wrong_credentials_are_a_clear_503() -> None:
             wrong.list_collections()
         assert "opensearch RAG store" in str(caught.value) and "credentials" in str(caught.value)
         assert caught.value.status == 503 and caught.value.code == "provider_unavailable"
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no trust store knows, and its key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_verify_certs_over_https(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = self_signed(tmp_path)
+    with serve(ssl_certfile=str(cert), ssl_keyfile=str(key)) as (url, _):
+        assert url.startswith("https://")
+        strict = open_store({"type": "opensearch", "url": url, "verify_certs": True})
+        with pytest.raises(ProviderUnavailable, match="unreachable.*CERTIFICATE_VERIFY_FAILED"):
+            strict.list_collections()
+        lax = open_store({"type": "opensearch", "url": url, "verify_certs": False, "prefix": "lax"})
+        assert lax.list_collections() == []
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the documented way to trust a private CA
+        trusted = open_store({"type": "opensearch", "url": url, "prefix": "trusted"})
+        assert trusted.create_collection("docs", "m", {}).name == "docs"
+        for opened in (strict, lax, trusted):
+            opened.close()
 
 
 def test_an_unreachable_cluster_is_a_503_naming_the_store() -> None:

@@ -25,6 +25,7 @@ A route the fake does not implement answers OpenSearch's 400 "no handler found f
 from __future__ import annotations
 
 import base64
+import heapq
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -246,7 +247,8 @@ class FakeOpenSearch:
             if after is not None:
                 hits = [h for h in hits if _after(h[3], list(after), [o for _, o in keys])]
         else:
-            hits = [(i, d, s, None) for i, d, s in sorted(matched, key=lambda h: (-h[2], h[0].name, h[1]))]
+            best = heapq.nsmallest(start + size, matched, key=lambda h: (-h[2], h[0].name, h[1]))  # a top-k queue
+            hits = [(i, d, s, None) for i, d, s in best]
         total = len(matched)
         cap = body.get("track_total_hits", MAX_WINDOW)
         limit = total if cap is True else int(cap)
@@ -263,8 +265,8 @@ class FakeOpenSearch:
 
 
 @contextmanager
-def serve(credentials: tuple[str, str] | None = None) -> Iterator[tuple[str, FakeOpenSearch]]:
-    """(base URL, the fake) of a fake OpenSearch on 127.0.0.1."""
+def serve(credentials: tuple[str, str] | None = None, **tls: Any) -> Iterator[tuple[str, FakeOpenSearch]]:
+    """(base URL, the fake) of a fake OpenSearch on 127.0.0.1 (https with `ssl_certfile`/`ssl_keyfile`)."""
     fake = FakeOpenSearch(Recorder(), credentials)
-    with serve_app(fake) as url:
+    with serve_app(fake, **tls) as url:
         yield url, fake

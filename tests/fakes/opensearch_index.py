@@ -10,6 +10,8 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
+import sys
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,7 +47,7 @@ def bad(reason: str, kind: str = "parsing_exception") -> OpenSearchError:
 
 
 def analyze(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    return [sys.intern(word) for word in _WORD.findall(text.lower())]  # one object per distinct word
 
 
 # -- mapping: a document's source -> typed field values ------------------------------------------------
@@ -215,9 +217,8 @@ class Index:
                 for field, words in self._texts(self.docs[doc_id][2]):
                     self.lengths.setdefault(field, {})[doc_id] = len(words)
                     terms = self.postings.setdefault(field, {})
-                    for word in words:
-                        terms.setdefault(word, {}).setdefault(doc_id, 0)
-                        terms[word][doc_id] += 1
+                    for word, count in Counter(words).items():
+                        terms.setdefault(word, {})[doc_id] = count
         self.pending.clear()
         self.refreshes += 1
 

@@ -52,9 +52,10 @@ class Recorder:
 
 
 @contextmanager
-def serve_app(app: Any) -> Iterator[str]:
-    """Yield the base URL (`http://127.0.0.1:PORT`) of `app` served in a thread."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+def serve_app(app: Any, **options: Any) -> Iterator[str]:
+    """Yield the base URL (`http://127.0.0.1:PORT`) of `app` served in a thread; `options` go to uvicorn
+    (`ssl_certfile`/`ssl_keyfile` serve https)."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
@@ -65,7 +66,7 @@ def serve_app(app: Any) -> Iterator[str]:
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if options.get('ssl_certfile') else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=5)
