@@ -136,6 +136,17 @@ def test_an_unreachable_cluster_is_a_503_naming_the_store() -> None:
     assert f"the opensearch RAG store at {url} is unreachable" in str(caught.value)
 
 
+def test_credentials_in_the_url_work_and_never_reach_an_error_message() -> None:
+    with serve(credentials=("admin", "in-url-Secret")) as (url, _):
+        store = open_store({"type": "opensearch", "url": url.replace("http://", "http://admin:in-url-Secret@")})
+        assert store.list_collections() == []
+        store.close()
+    dead = open_store({"type": "opensearch", "url": f"http://admin:in-url-Secret@127.0.0.1:{free_port()}"})
+    with pytest.raises(ProviderUnavailable) as caught:
+        dead.list_collections()
+    assert "in-url-Secret" not in str(caught.value) and "unreachable" in str(caught.value)
+
+
 def test_a_bad_prefix_is_refused_before_any_request() -> None:
     with pytest.raises(ProviderUnavailable, match="prefix 'Bad Prefix'"):
         open_store({"type": "opensearch", "url": "http://127.0.0.1:9", "prefix": "Bad Prefix"})

@@ -184,7 +184,7 @@ class OpenSearchStore(RecordStore):
         if not _PREFIX.match(prefix):
             raise ProviderUnavailable(f"the opensearch RAG store's prefix {prefix!r} is not a valid index name start "
                                       "(lower-case letters, digits, '-', '_')")
-        self.url = url
+        self.url = _without_credentials(url)  # what error messages name: never a password in the URL
         self.catalog = f"{prefix}-catalog"
         self.prefix = prefix
         auth = (username, password or "") if username else None
@@ -330,6 +330,16 @@ class OpenSearchStore(RecordStore):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _without_credentials(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
 
 
 def _reason(exc: Any) -> str:
