@@ -500,8 +500,10 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
     ]
 
     # S3-triggered ingestion (docs/rag.md): the Lambda Web Adapter posts non-HTTP events to its pass-through
-    # path with no key, so the route is open; an event is only a hint, checked against S3 (proxy/rag/s3events.py).
+    # path with no key, so inside Lambda the route is open (an event is only a hint, checked against S3:
+    # proxy/rag/s3events.py); anywhere else it takes the gateway's key like every route.
     events_path = os.environ.get("AWS_LWA_PASS_THROUGH_PATH") or EVENTS_PATH
+    in_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or os.environ.get("AWS_LWA_PASS_THROUGH_PATH"))
     routes += [Route(events_path, gateway.errors_rendered(lazy_route("proxy.rag.s3events:events_route")),
                      methods=["POST"])]
 
@@ -536,7 +538,7 @@ def create_app(config: Config | None = None, tracing: Any = _FROM_ENV) -> Starle
         routes=routes,
         middleware=[Middleware(GatewayMiddleware, server=config.server, fast_routes=fast_routes,
                                virtual_keys=gateway.gate.keys if gateway.gate is not None else None,
-                               open_paths=(events_path,))],
+                               open_paths=(events_path,) if in_lambda else ())],
         exception_handlers={404: not_found, 405: not_found},
         lifespan=lifespan,
     )

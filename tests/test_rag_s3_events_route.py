@@ -41,7 +41,7 @@ class Route:
 @pytest.fixture(scope="module")
 def route(endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Route]:
     """One `omni-llm serve` for the route's own tests (each uses its own keys)."""
-    env = {**S3_ENV, "AWS_ENDPOINT_URL_S3": endpoint}
+    env = {**S3_ENV, "AWS_ENDPOINT_URL_S3": endpoint, "AWS_LAMBDA_FUNCTION_NAME": "omni-llm-test"}  # as on Lambda
     data = tmp_path_factory.mktemp("events-route")
     (data / "local-notes").mkdir()
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
@@ -70,6 +70,19 @@ def test_events_route_needs_no_key_but_other_routes_still_do(route: Route, s3: A
     assert response.status_code == 200 and response.json()["ingested"] == 1
     assert httpx.post(route.url + "/v1/vector_stores/notes/search", json={"query": "gulls"}).status_code == 401
     assert httpx.get(route.url + "/events").status_code == 405
+
+
+def test_outside_lambda_the_events_route_takes_the_key_like_every_route(endpoint: str, s3: Any, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    monkeypatch.delenv("AWS_LWA_PASS_THROUGH_PATH", raising=False)
+    (tmp_path / "local-notes").mkdir()
+    s3.create_bucket(Bucket="events-offline")
+    with run_proxy(config("events-offline", tmp_path), env={**S3_ENV, "AWS_ENDPOINT_URL_S3": endpoint}) as proxy:
+        body = event(put(s3, "events-offline", "notes/b.txt", b"Terns dive."))
+        assert httpx.post(proxy.url + "/events", json=body).status_code == 401
+        answer = httpx.post(proxy.url + "/events", json=body, headers={"authorization": f"Bearer {KEY}"})
+        assert answer.status_code == 200 and answer.json()["ingested"] == 1
 
 
 def test_chat_with_rag_sees_event_ingested_content(route: Route, s3: Any) -> None:
