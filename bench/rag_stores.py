@@ -12,7 +12,7 @@ written through the `Store` interface in documents of 1,000 chunks (what `omni-l
 does after embedding, so embedding time is left out), then 200 queries per mode: `dense`
 (a stored chunk's vector plus noise), `keyword` (five words of a stored chunk) and `hybrid`
 (both, fused by reciprocal rank, then the winning chunks fetched — the engine's search minus the
-query embedding). Writes a markdown table to stdout (and `--out FILE`).
+query embedding); `--queries` takes fewer per mode. Writes a markdown table to stdout (and `--out FILE`).
 """
 
 from __future__ import annotations
@@ -62,11 +62,12 @@ def timed(calls: list) -> tuple[float, float]:  # type: ignore[type-arg]
     return percentile(took, 50), percentile(took, 99)
 
 
-def measure(name: str, chunks: int, dims: int, workdir: Path) -> dict[str, object]:
+def measure(name: str, chunks: int, dims: int, workdir: Path, queries_per_mode: int = QUERIES) -> dict[str, object]:
     texts, queries = corpus(chunks)
+    queries = queries[:queries_per_mode]
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(chunks, dims)).astype(np.float32)
-    picks = [random.Random(i).randrange(chunks) for i in range(QUERIES)]
+    picks = [random.Random(i).randrange(chunks) for i in range(len(queries))]
     probes = [vectors[i] + rng.normal(scale=0.3, size=dims).astype(np.float32) for i in picks]
     backend = registry.start(name, workdir)
     store = backend.open(backend.settings("bench"))
@@ -93,6 +94,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--dims", type=int, default=256)
     parser.add_argument("--stores", default=",".join(n for n in registry.names() if n != "memory"))
+    parser.add_argument("--queries", type=int, default=QUERIES, help="queries per mode (at most 200)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     lines = [f"| store | chunks | ingest chunks/s | dense p50 / p99 ms | keyword p50 / p99 ms | hybrid p50 / p99 ms |",
@@ -100,7 +102,7 @@ def main() -> None:
     for name in args.stores.split(","):
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
             try:
-                row = measure(name, args.chunks, args.dims, Path(tmp))
+                row = measure(name, args.chunks, args.dims, Path(tmp), args.queries)
             except registry.Unavailable as exc:
                 lines.append(f"| {name} | – | not run: {exc} | | | |")
                 continue
