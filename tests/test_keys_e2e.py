@@ -33,6 +33,7 @@ models:
   endless: {{provider: up, model: endless, input_cost_per_mtok: 1000, output_cost_per_mtok: 1000}}
   emb: {{provider: up, model: text-embedding-3-small, mode: embedding, input_cost_per_mtok: 1000}}
   demo: {{provider: demo, model: mock-1}}
+  rr: {{provider: demo, model: mock-rerank-1, mode: rerank, input_cost_per_mtok: 100000}}
 state:
   database: "sqlite:///{db}"
 rag:
@@ -227,6 +228,28 @@ def test_budget_applies_to_embeddings(setup: tuple[Path, str], proxy: RunningPro
     codes = [httpx.post(proxy.v1 + "/embeddings", json={"model": "emb", "input": "x"}, headers=headers).status_code
              for _ in range(2)]
     assert codes == [200, 429]  # 3 tokens x $1000/M = $0.003 > $0.001
+
+
+def test_rag_rerank_is_charged_to_the_key(proxy: RunningProxy) -> None:
+    master = {"authorization": f"Bearer {MASTER}"}
+    store = httpx.post(proxy.v1 + "/vector_stores", json={"name": "kb-rerank"}, headers=master, timeout=60).json()
+    upload = httpx.post(proxy.v1 + "/files", headers=master, files={"file": ("a.txt", b"Owls hunt at night.")},
+                        data={"purpose": "assistants"})
+    added = httpx.post(proxy.v1 + f"/vector_stores/{store['id']}/files", json={"file_id": upload.json()["id"]},
+                       headers=master, timeout=60)
+    assert added.status_code == 200, added.text
+    body = admin(proxy, "POST", "/admin/keys", json={"name": "rr"}).json()
+    key = {"authorization": f"Bearer {body['key']}"}
+    rag = {"collection": "kb-rerank", "top_k": 1}
+    ids = []
+    for extra in ({}, {"rerank": "rr"}):
+        answer = httpx.post(proxy.v1 + "/chat/completions", headers=key, timeout=30, json={
+            "model": "demo", "messages": [{"role": "user", "content": "When do owls hunt?"}], "rag": {**rag, **extra}})
+        assert answer.status_code == 200, answer.text
+        ids.append(answer.headers["x-request-id"])
+    by_id = {r["request_id"]: r for r in usage(proxy, key=body["id"])["data"]}
+    assert by_id[ids[0]]["cost_usd"] == 0  # the demo model is free: what costs is the priced rerank model
+    assert by_id[ids[1]]["cost_usd"] > 0
 
 
 def test_concurrent_burst_overspends_by_at_most_one_request(setup: tuple[Path, str], proxy: RunningProxy) -> None:

@@ -55,6 +55,7 @@ class Ticket:
     cache_key: str | None = None
     store_ttl: float = 0.0  # > 0: store the answer for this long
     settled: bool = field(default=False)
+    log: dict[str, Any] | None = None  # the request's log line: what inner steps spent besides the model call
 
 
 # A budget reservation outlives the longest request by this much before another instance reclaims it.
@@ -196,13 +197,15 @@ class Gate:
             try:
                 _check_permissions(key, body)
             except ProxyError as error:
-                ticket = Ticket(key, "chat", str(body.get("model")), state.get("request_id", ""), time.perf_counter())
+                ticket = Ticket(key, "chat", str(body.get("model")), state.get("request_id", ""), time.perf_counter(),
+                                log=state.get("log"))
                 self._settle(ticket, None, None, error.status)
                 raise
 
     async def _admit(self, state: dict[str, Any], body: JSON, chain: list[Link], route: str) -> Ticket:
         key: KeyRecord | None = state.get("key")
-        ticket = Ticket(key, route, str(body.get("model")), state.get("request_id", ""), time.perf_counter())
+        ticket = Ticket(key, route, str(body.get("model")), state.get("request_id", ""), time.perf_counter(),
+                        log=state.get("log"))
         if key is not None:
             try:
                 await self._enforce(ticket, key, state, body, chain)
@@ -279,6 +282,7 @@ class Gate:
         completion = int((usage or {}).get("completion_tokens") or 0)
         deployment: Deployment | None = served.deployment if served is not None else None
         cost = cost_of(deployment, prompt, completion) if deployment is not None and not cached else 0.0
+        cost += float((ticket.log or {}).get("rag_rerank_cost_usd") or 0.0)  # `rag.rerank` ran for this request
         key = ticket.key
         if ticket.reservation is not None:
             self.budget.settle(ticket.reservation, cost)
