@@ -23,6 +23,7 @@ import pytest
 from tests.proxy_server import omni_llm_command, run_proxy
 from tests.rag.s3 import S3_ENV, moto_s3
 from tests.rag.s3_events import ENCODED_KEYS, event, record
+from tests.rag.gateway import gateway_yaml
 
 KEY = "sk-events-test"
 MAX_BYTES = 40_000
@@ -30,23 +31,14 @@ CREATED, REMOVED = "ObjectCreated:Put", "ObjectRemoved:Delete"
 
 
 def config(bucket: str, data: Path) -> str:
-    return f"""
-server: {{api_keys: ["{KEY}"], max_request_bytes: {MAX_BYTES}}}
-providers:
-  local: {{type: local}}
-  demo: {{type: mock}}
-models:
-  demo: {{provider: demo, model: mock-1}}
-  local-embedding: {{provider: local, model: l2_supercat, mode: embedding}}
-rag:
-  store: {{type: sqlite, path: "{data}/rag.db"}}
-  embedding_model: local-embedding
-  chunking: {{strategy: recursive, chunk_size: 400, chunk_overlap: 50}}
+    collections = f"""  embedding_model: local-embedding
   collections:
     handbook: {{sources: ["s3://{bucket}/handbook/"]}}
     notes: {{sources: ["{data}/local-notes", "s3://{bucket}/notes/"]}}
     archive: {{sources: ["s3://{bucket}-archive"]}}
 """
+    return gateway_yaml(f'{{type: sqlite, path: "{data}/rag.db"}}', rag=collections,
+                        server=f'{{api_keys: ["{KEY}"], max_request_bytes: {MAX_BYTES}}}')
 
 
 @dataclass

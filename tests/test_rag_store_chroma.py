@@ -26,6 +26,7 @@ from tests.test_rag_stores import DIMS, contents, document, new_collection, vect
 pytest.importorskip("chromadb", reason="the chroma extra is not installed")
 
 from tests.rag.stores.chroma_server import ChromaServer, run_server  # noqa: E402
+from tests.rag.gateway import gateway_yaml
 
 
 @pytest.fixture(scope="module")
@@ -208,25 +209,10 @@ def test_importing_the_app_does_not_import_chromadb() -> None:
 
 
 # -- the gateway end to end, on the real Chroma server --------------------------------------------------
-def gateway_config(upstream: str, store: str) -> str:
-    return f"""
-server: {{api_keys: []}}
-providers:
-  up: {{type: openai, api_key: sk-upstream-0123456789, base_url: "{upstream}/v1", max_retries: 0}}
-  local: {{type: local}}
-models:
-  gpt-test: {{provider: up, model: echo-model}}
-  local-embedding: {{provider: local, model: l2_supercat, mode: embedding}}
-rag:
-  store: {store}
-  chunking: {{strategy: recursive, chunk_size: 400, chunk_overlap: 50}}
-"""
-
-
 def test_chat_with_rag_through_a_chroma_backed_gateway(server: ChromaServer,
                                                         openai_upstream: tuple[str, Recorder]) -> None:
     store = f'{{type: chroma, url: "{server.url}", prefix: e2e-}}'
-    with run_proxy(gateway_config(openai_upstream[0], store)) as proxy:
+    with run_proxy(gateway_yaml(store, upstream=openai_upstream[0])) as proxy:
         client = openai.OpenAI(base_url=proxy.v1, api_key="unused", max_retries=0)
         guide = client.files.create(file=("guide.md", MARKDOWN.encode()), purpose="assistants")
         created = client.vector_stores.create(name="handbook", file_ids=[guide.id])
@@ -251,7 +237,7 @@ def test_chat_with_rag_through_a_chroma_backed_gateway(server: ChromaServer,
 
 def test_an_unreachable_chroma_server_is_a_503_on_the_api(openai_upstream: tuple[str, Recorder]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    with run_proxy(gateway_config(openai_upstream[0], f'{{type: chroma, url: "{url}"}}')) as proxy:
+    with run_proxy(gateway_yaml(f'{{type: chroma, url: "{url}"}}', upstream=openai_upstream[0])) as proxy:
         response = httpx.post(proxy.v1 + "/chat/completions", json={
             "model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "rag": {"collection": "handbook"}}, timeout=60)
         assert response.status_code == 503, response.text

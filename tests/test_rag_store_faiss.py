@@ -24,6 +24,7 @@ from proxy.rag.stores.faiss import FaissStore  # noqa: E402
 from tests.proxy_server import RunningProxy, omni_llm_command, run_proxy  # noqa: E402
 from tests.rag.documents import MARKDOWN, write_corpus  # noqa: E402
 from tests.test_rag_stores import DIMS, contents, document, new_collection, vector  # noqa: E402
+from tests.rag.gateway import gateway_yaml
 
 
 @pytest.fixture
@@ -134,18 +135,7 @@ def test_config_needs_a_path_and_a_usable_directory(tmp_path: Path) -> None:
 
 # -- the gateway on a faiss store -------------------------------------------------------------
 def gateway_config(data: Path) -> str:
-    return f"""
-server: {{api_keys: []}}
-providers:
-  local: {{type: local}}
-  demo: {{type: mock}}
-models:
-  demo: {{provider: demo, model: mock-1}}
-  local-embedding: {{provider: local, model: l2_supercat, mode: embedding}}
-rag:
-  store: {{type: faiss, path: "{data}/faiss"}}
-  chunking: {{strategy: recursive, chunk_size: 400, chunk_overlap: 50}}
-"""
+    return gateway_yaml(f'{{type: faiss, path: "{data}/faiss"}}')
 
 
 @pytest.fixture(scope="module")

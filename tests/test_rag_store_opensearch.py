@@ -32,6 +32,7 @@ from tests.fakes.opensearch import FakeOpenSearch, serve  # noqa: E402
 from tests.fakes.server import Recorder  # noqa: E402
 from tests.proxy_server import free_port, run_proxy  # noqa: E402
 from tests.rag.documents import MARKDOWN  # noqa: E402
+from tests.rag.gateway import gateway_yaml
 
 DIMS = 8
 
@@ -208,18 +209,8 @@ def test_listing_pages_past_one_search(store: Any, monkeypatch: pytest.MonkeyPat
 
 def test_chat_with_rag_through_the_server(cluster: tuple[str, FakeOpenSearch],
                                           openai_upstream: tuple[str, Recorder]) -> None:
-    config = f"""
-server: {{api_keys: []}}
-providers:
-  up: {{type: openai, api_key: sk-upstream-0123456789, base_url: "{openai_upstream[0]}/v1", max_retries: 0}}
-  local: {{type: local}}
-models:
-  gpt-test: {{provider: up, model: echo-model}}
-  local-embedding: {{provider: local, model: l2_supercat, mode: embedding}}
-rag:
-  store: {{type: opensearch, url: "{cluster[0]}", prefix: e2e, verify_certs: true}}
-  chunking: {{strategy: recursive, chunk_size: 400, chunk_overlap: 50}}
-"""
+    config = gateway_yaml(f'{{type: opensearch, url: "{cluster[0]}", prefix: e2e, verify_certs: true}}',
+                          upstream=openai_upstream[0])
     with run_proxy(config) as proxy:
         client = openai.OpenAI(base_url=proxy.v1, api_key="unused", max_retries=0)
         guide = client.files.create(file=("guide.md", MARKDOWN.encode()), purpose="assistants")

@@ -24,6 +24,7 @@ from proxy.rag.store import Ingested, open_store
 from tests.proxy_server import free_port, run_proxy
 from tests.rag.stores import Unavailable
 from tests.rag.stores.pgvector import PostgresCluster
+from tests.rag.gateway import gateway_yaml
 
 psycopg = pytest.importorskip("psycopg", reason="the pgvector extra is not installed")
 
@@ -276,19 +277,8 @@ def test_instances_opening_and_writing_at_once_share_one_schema(dsn: str) -> Non
 
 # -- end to end: the real server, a pgvector-configured gateway ------------------------------------
 def gateway_config(dsn: str) -> str:
-    return f"""
-server: {{api_keys: []}}
-providers:
-  local: {{type: local}}
-  demo: {{type: mock}}
-models:
-  demo: {{provider: demo, model: mock-1}}
-  local-embedding: {{provider: local, model: l2_supercat, mode: embedding}}
-rag:
-  store: {{type: pgvector, dsn: "{dsn}"}}
-  embedding_model: local-embedding
-  chunking: {{strategy: recursive, chunk_size: 300, chunk_overlap: 0}}
-"""
+    return gateway_yaml(f'{{type: pgvector, dsn: "{dsn}"}}', rag="  embedding_model: local-embedding\n",
+                        chunking="{strategy: recursive, chunk_size: 300, chunk_overlap: 0}")
 
 
 GUIDE = """# Refunds

@@ -27,6 +27,7 @@ from tests.fakes.pinecone import FakePinecone  # noqa: E402
 from tests.fakes.server import serve_app  # noqa: E402
 from tests.proxy_server import run_proxy  # noqa: E402
 from tests.rag.documents import MARKDOWN  # noqa: E402
+from tests.rag.gateway import gateway_yaml
 
 DIMENSION = 16
 
@@ -182,18 +183,7 @@ def test_the_fake_refuses_what_the_service_refuses(fake: FakePinecone) -> None:
 
 # -- end to end: the real server, a pinecone-configured gateway ------------------------------------------
 def test_chat_with_rag_through_the_server(fake: FakePinecone) -> None:
-    config = f"""
-server: {{api_keys: []}}
-providers:
-  local: {{type: local}}
-  demo: {{type: mock}}
-models:
-  demo: {{provider: demo, model: mock-1}}
-  local-embedding: {{provider: local, model: l2_supercat, mode: embedding}}
-rag:
-  store: {{type: pinecone, api_key: "{fake.api_key}", index: e2e, prefix: e2e}}
-  chunking: {{strategy: recursive, chunk_size: 400, chunk_overlap: 50}}
-"""
+    config = gateway_yaml(f'{{type: pinecone, api_key: "{fake.api_key}", index: e2e, prefix: e2e}}')
     with run_proxy(config, env={"PINECONE_CONTROLLER_HOST": fake.base_url}) as proxy:
         client = openai.OpenAI(base_url=proxy.v1, api_key="unused", max_retries=0)
         guide = client.files.create(file=("guide.md", MARKDOWN.encode()), purpose="assistants")

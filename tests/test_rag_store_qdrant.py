@@ -27,6 +27,7 @@ from tests.fakes import qdrant as fake_qdrant
 from tests.fakes.server import Recorder, serve_app
 from tests.proxy_server import free_port, run_proxy
 from tests.rag.documents import MARKDOWN
+from tests.rag.gateway import gateway_yaml
 
 
 def ingested(source: str, texts: list[str], attributes: dict[str, Any] | None = None, dims: int = 4) -> Ingested:
@@ -217,23 +218,8 @@ def test_a_string_range_is_a_400(tmp_path: Path) -> None:
 
 
 # -- through the real server -----------------------------------------------------------------------
-def gateway(store: str) -> str:
-    return f"""
-server: {{api_keys: []}}
-providers:
-  local: {{type: local}}
-  demo: {{type: mock}}
-models:
-  demo: {{provider: demo, model: mock-1}}
-  local-embedding: {{provider: local, model: l2_supercat, mode: embedding}}
-rag:
-  store: {store}
-  chunking: {{strategy: recursive, chunk_size: 400, chunk_overlap: 50}}
-"""
-
-
 def test_chat_with_rag_through_a_qdrant_gateway(tmp_path: Path) -> None:
-    with run_proxy(gateway(f'{{type: qdrant, path: "{tmp_path / "qdrant"}", prefix: e2e}}')) as proxy:
+    with run_proxy(gateway_yaml(f'{{type: qdrant, path: "{tmp_path / "qdrant"}", prefix: e2e}}')) as proxy:
         client = openai.OpenAI(base_url=proxy.v1, api_key="unused", max_retries=0)
         guide = client.files.create(file=("guide.md", MARKDOWN.encode()), purpose="assistants")
         store = client.vector_stores.create(name="handbook", file_ids=[guide.id])
@@ -257,7 +243,7 @@ def test_chat_with_rag_through_a_qdrant_gateway(tmp_path: Path) -> None:
 
 def test_an_unreachable_qdrant_is_a_503_on_the_chat_route() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    with run_proxy(gateway(f'{{type: qdrant, url: "{url}"}}')) as proxy:
+    with run_proxy(gateway_yaml(f'{{type: qdrant, url: "{url}"}}')) as proxy:
         response = httpx.post(proxy.v1 + "/chat/completions", json={
             "model": "demo", "messages": [{"role": "user", "content": "hi"}], "rag": {"collection": "handbook"}}, timeout=120)
         assert response.status_code == 503, response.text
