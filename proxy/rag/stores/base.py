@@ -232,8 +232,7 @@ class RecordStore:
             self._record_put(key, {"key": key, "n": n, "data": base64.b64encode(part).decode()})
         self._record_put(f"file/{stored.id}", {"key": f"file/{stored.id}", "id": stored.id, "filename": filename,
                                                "purpose": purpose, "bytes": stored.bytes,
-                                               "created_at": stored.created_at, "parts": len(parts),
-                                               "created_ns": time.time_ns()})  # upload order within a second
+                                               "created_at": stored.created_at, "parts": len(parts)})
         return stored
 
     def get_file(self, file_id: str) -> StoredFile | None:
@@ -250,7 +249,7 @@ class RecordStore:
         return b"".join(base64.b64decode(p["data"]) for p in parts)
 
     def list_files(self) -> list[StoredFile]:
-        records = sorted(self._record_list("file/"), key=lambda r: (r["created_at"], r.get("created_ns", 0), r["id"]))
+        records = sorted(self._record_list("file/"), key=lambda r: (r["created_at"], r["id"]))  # ids: µs order
         return [_stored_file(r) for r in records]
 
     def delete_file(self, file_id: str) -> bool:
